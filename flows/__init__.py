@@ -1,0 +1,1 @@
+"""Prefect flows: each composes one stage's tasks in the order the standard requires."""

@@ -1,0 +1,164 @@
+"""Catalog database: SQLAlchemy 2 models and Alembic migrations, the same on SQLite and PostgreSQL.
+
+It records what exists (datasets, versions, files, subjects by surrogate, consents) and the audit
+trail. No personal identifier is stored here: subjects appear only under their keyed surrogate.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Dataset(Base):
+    """A named dataset; ``kind`` follows RARE §3.5 (raw / registry / research)."""
+
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    owner: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    versions: Mapped[list["DatasetVersion"]] = relationship(
+        back_populates="dataset", order_by="DatasetVersion.version")
+
+
+class DatasetVersion(Base):
+    """One immutable version of a dataset in one zone, sealed by its manifest digest."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("dataset_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    zone: Mapped[str] = mapped_column(String(40))
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    manifest_key: Mapped[str] = mapped_column(String(500))
+    file_count: Mapped[int] = mapped_column(Integer)
+    total_bytes: Mapped[int] = mapped_column(BigInteger)
+    flow_run_id: Mapped[str] = mapped_column(String(64), default="")
+    policy_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    dataset: Mapped[Dataset] = relationship(back_populates="versions")
+    files: Mapped[list["DataFile"]] = relationship(back_populates="dataset_version",
+                                                   order_by="DataFile.path")
+
+
+class Subject(Base):
+    """A data subject, known to the catalog only by a keyed surrogate (GB/T 39725 §10.2 f)."""
+
+    __tablename__ = "subjects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    surrogate: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DataFile(Base):
+    """A stored file of a dataset version: where it is, what it is, whose it is."""
+
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("dataset_version_id", "path"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"))
+    path: Mapped[str] = mapped_column(String(500))
+    role: Mapped[str] = mapped_column(String(40))
+    format: Mapped[str] = mapped_column(String(20))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    records: Mapped[int] = mapped_column(BigInteger)
+    object_key: Mapped[str] = mapped_column(String(500))
+    object_version_id: Mapped[str] = mapped_column(String(100))
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subjects.id"), nullable=True)
+    sample_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dataset_version: Mapped[DatasetVersion] = relationship(back_populates="files")
+    subject: Mapped[Subject | None] = relationship()
+
+
+class Consent(Base):
+    """An informed-consent record of a subject (GB/T 39725 §7 a; RARE §4.9)."""
+
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("subject_id", "scope", "signed_on"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"))
+    scope: Mapped[str] = mapped_column(String(20))
+    signed_on: Mapped[date] = mapped_column(Date)
+    withdrawn_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    subject: Mapped[Subject] = relationship()
+
+
+class AuditEvent(Base):
+    """Append-only, hash-chained audit record (see seqlife.audit); triggers refuse changes."""
+
+    __tablename__ = "audit_events"
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=False)
+    ts: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(60))
+    action: Mapped[str] = mapped_column(String(100))
+    object: Mapped[str] = mapped_column(String(500))
+    reason: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(40))
+    before_digest: Mapped[str] = mapped_column(String(64))
+    after_digest: Mapped[str] = mapped_column(String(64))
+    policy_hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+def make_engine(db_url: str) -> Engine:
+    """An engine with SQLite made safe for concurrent flows (WAL, busy timeout, foreign keys)."""
+    if db_url.startswith("sqlite:///"):
+        Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(db_url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(db_url, pool_pre_ping=True)
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration (idempotent)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def session_factory(engine: Engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,51 @@
+"""Local key store: named secrets in files with 0600 permissions, apart from the data.
+
+Keys are kept outside the object store (GB/T 39725 §10.1 g) and are never logged or written into
+the store, the catalog or the audit trail. The surrogate secret lives here so that the patient
+code link (real ID -> surrogate) can only be recomputed by whoever holds this directory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from seqlife.exceptions import ConfigurationError
+
+SECRET_BYTES = 32
+
+
+class LocalKeyStore:
+    """Secrets as files under one private directory (0700), one file per name (0600)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def _path(self, name: str) -> Path:
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigurationError(f"Key name '{name}' may hold only letters, digits, '-' and '_'.")
+        return self.directory / f"{name}.key"
+
+    def secret(self, name: str) -> bytes:
+        """The named secret, created on first use with a cryptographically random value."""
+        path = self._path(name)
+        if not path.exists():
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.directory, 0o700)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return self.secret(name)  # another process created it first
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(secrets.token_bytes(SECRET_BYTES))
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigurationError(
+                f"Key file '{path.name}' is readable by other users (mode {mode:o}); "
+                "restrict it to 0600 before seqlife will use it."
+            )
+        value = path.read_bytes()
+        if len(value) != SECRET_BYTES:
+            raise ConfigurationError(f"Key file '{path.name}' is damaged (wrong length).")
+        return value

@@ -1,0 +1,47 @@
+"""All environment wiring in one place: settings in, adapters out.
+
+The embedded defaults and production differ only in the URLs held by ``Settings``; every stage
+receives the same ``Resources`` either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from infra.audit import AuditLog
+from infra.catalog import make_engine, session_factory, upgrade
+from infra.keystore import LocalKeyStore
+from infra.objectstore import ObjectStore, open_store
+from seqlife.settings import Settings
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The adapters a flow needs."""
+
+    settings: Settings
+    store: ObjectStore
+    engine: Engine
+    sessions: sessionmaker
+    audit: AuditLog
+    keys: LocalKeyStore
+
+
+@lru_cache(maxsize=8)
+def build_resources(settings: Settings) -> Resources:
+    """Open (and migrate) the catalog, open the store and the key store named by ``settings``."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    return Resources(
+        settings=settings,
+        store=open_store(settings.store_url, settings.s3_endpoint_url),
+        engine=engine,
+        sessions=session_factory(engine),
+        audit=AuditLog(engine, settings.actor, settings.role),
+        keys=LocalKeyStore(settings.keystore_dir),
+    )

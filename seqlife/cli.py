@@ -1,0 +1,267 @@
+"""The ``seqlife`` command: one verb per lifecycle step, readable tables or ``--json`` for scripts.
+
+Exit codes: 0 done, 1 refused or failed (the message says why and the audit trail has it),
+2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+
+from seqlife.exceptions import SeqlifeError
+from seqlife.settings import ENVIRONMENT_VARIABLES, Settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _prepare_prefect(settings: Settings) -> None:
+    """Prefect runs ephemeral, with its home under ours; no server is started by hand."""
+    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], render: Callable[[], None]) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        render()
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
+    from seqlife.synth import generate_cohort
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=err_console, disable=args.json or
+                  not args.fastq_bytes) as progress:
+        bar = progress.add_task("large FASTQ", total=args.fastq_bytes or 0)
+        summary = generate_cohort(
+            Path(args.out), subjects=args.subjects, seed=args.seed, fastq_bytes=args.fastq_bytes,
+            progress=lambda _name, done: progress.update(bar, completed=done))
+    payload = {"out_dir": str(summary.out_dir), "subjects": summary.subjects,
+               "files": len(summary.files), "total_bytes": summary.total_bytes}
+    _emit(args, payload, lambda: console.print(
+        f"Synthetic cohort: {summary.subjects} subjects, {len(summary.files)} files, "
+        f"{summary.total_bytes:,} bytes in {summary.out_dir}"))
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.collect import collect_flow
+
+    result = collect_flow(args.source, args.dataset, args.scenario, args.owner or "")
+    _emit(args, result, lambda: _render_collect(result))
+    return 0
+
+
+def _render_collect(result: dict[str, Any]) -> None:
+    state = "registered as new version" if result["created"] else "unchanged: same content as"
+    console.print(f"[bold]{result['dataset']}[/] {state} v{result['version']} — "
+                  f"{result['files']} files, {result['total_bytes']:,} bytes, "
+                  f"{result['subjects']} subjects, {len(result['excluded_subjects'])} left out "
+                  "(consent withdrawn)")
+    console.print(f"manifest sha256 {result['manifest_sha256']}")
+
+
+def cmd_datasets(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import select
+
+    from infra.catalog import Dataset
+    from infra.resources import build_resources
+
+    res = build_resources(settings)
+    with res.sessions() as session:
+        rows = [
+            {"dataset": d.name, "kind": d.kind, "owner": d.owner, "version": v.version,
+             "zone": v.zone, "files": v.file_count, "bytes": v.total_bytes,
+             "manifest_sha256": v.manifest_sha256, "created_at": v.created_at.isoformat()}
+            for d in session.scalars(select(Dataset).order_by(Dataset.name)) for v in d.versions
+        ]
+
+    def render() -> None:
+        table = Table("dataset", "version", "zone", "files", "bytes", "manifest", "created")
+        for row in rows:
+            table.add_row(row["dataset"], str(row["version"]), row["zone"], str(row["files"]),
+                          f"{row['bytes']:,}", row["manifest_sha256"][:16], row["created_at"][:19])
+        console.print(table)
+
+    _emit(args, {"versions": rows}, render)
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.resources import build_resources
+
+    report = build_resources(settings).audit.verify()
+    payload = {"ok": report.ok, "records": report.count, "head_hash": report.head_hash,
+               "first_bad_seq": report.first_bad_seq, "problem": report.problem}
+
+    def render() -> None:
+        if report.ok:
+            console.print(f"[green]Audit trail intact[/]: {report.count} records, "
+                          f"head {report.head_hash}")
+        else:
+            console.print(f"[red]Audit trail broken at record #{report.first_bad_seq}[/]: "
+                          f"{report.problem}. {report.count} records before it verify.")
+
+    _emit(args, payload, render)
+    return 0 if report.ok else 1
+
+
+def cmd_audit_log(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.resources import build_resources
+
+    entries = list(build_resources(settings).audit.entries())[-args.limit:]
+
+    def render() -> None:
+        table = Table("#", "time", "actor", "action", "object", "outcome", "reason")
+        for e in entries:
+            table.add_row(str(e.seq), e.ts[:19], e.actor, e.action, e.object, e.outcome,
+                          e.reason[:80])
+        console.print(table)
+
+    _emit(args, {"entries": [e.__dict__ for e in entries]}, render)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """synth -> collect -> collect again (idempotent) -> audit verify, with a summary."""
+    from flows.collect import collect_flow
+    from infra.resources import build_resources
+    from seqlife.synth import generate_cohort
+
+    started = time.perf_counter()
+    cohort = settings.home / "demo" / "cohort"
+    shutil.rmtree(cohort, ignore_errors=True)
+    steps: list[tuple[str, str]] = []
+    summary = generate_cohort(cohort, subjects=args.subjects, seed=args.seed)
+    steps.append(("synth", f"{summary.subjects} subjects, {len(summary.files)} files, "
+                           f"{summary.total_bytes:,} bytes"))
+    first = collect_flow(str(cohort), "demo-cohort")
+    steps.append(("collect", f"v{first['version']} ({'new' if first['created'] else 'unchanged'}): "
+                             f"{first['files']} files, {first['subjects']} subjects, "
+                             f"{len(first['excluded_subjects'])} left out (consent withdrawn)"))
+    again = collect_flow(str(cohort), "demo-cohort")
+    steps.append(("collect again", f"v{again['version']}, new version created: {again['created']}"))
+    report = build_resources(settings).audit.verify()
+    steps.append(("audit verify", f"{'intact' if report.ok else 'BROKEN'}: {report.count} records,"
+                                  f" head {report.head_hash[:16]}"))
+    elapsed = time.perf_counter() - started
+    payload = {"steps": dict(steps), "collect": first, "audit_ok": report.ok,
+               "seconds": round(elapsed, 1), "home": str(settings.home)}
+
+    def render() -> None:
+        table = Table("step", "result", title="seqlife demo: synthetic cohort through the lifecycle")
+        for name, text in steps:
+            table.add_row(name, text)
+        console.print(table)
+        console.print(f"Done in {elapsed:.1f} s. Catalog, store and keys under {settings.home}")
+
+    _emit(args, payload, render)
+    return 0 if report.ok and not again["created"] else 1
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+
+class _Commands:
+    """Sub-command factory that gives every verb the shared options (so --json works anywhere)."""
+
+    def __init__(self, subparsers: Any, common: argparse.ArgumentParser) -> None:
+        self.subparsers, self.common = subparsers, common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return self.subparsers.add_parser(name, parents=[self.common], **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env_help = "\n".join(f"  {name:<26} {text}" for name, text in ENVIRONMENT_VARIABLES.items())
+    parser = argparse.ArgumentParser(
+        prog="seqlife",
+        description="Run the lifecycle of clinical sequencing data: collect, classify, "
+                    "de-identify, quality-gate, encrypt, share and destroy, with an audit trail.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Environment variables:\n" + env_help,
+    )
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print machine-readable JSON")
+    commands = _Commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+                         common)
+
+    demo = commands.add_parser("demo", help="run the whole lifecycle on a synthetic cohort")
+    demo.add_argument("--subjects", type=int, default=20)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(handler=cmd_demo)
+
+    synth = commands.add_parser("synth", help="generate a deterministic synthetic cohort")
+    synth.add_argument("out", help="directory to write (clinical, consents, samples, seq/)")
+    synth.add_argument("--subjects", type=int, default=20)
+    synth.add_argument("--seed", type=int, default=7)
+    synth.add_argument("--fastq-bytes", type=int, default=None,
+                       help="grow the first subject's FASTQ.gz to at least this many bytes "
+                            "(streamed; for benchmarks)")
+    synth.set_defaults(handler=cmd_synth)
+
+    collect = commands.add_parser(
+        "collect", help="validate a delivery and store it as a raw dataset version",
+        description="Parse every file and table, link every subject to a covering consent, then "
+                    "store and register the delivery. Any refusal stores nothing and is audited.")
+    collect.add_argument("source", help="delivery directory, laid out as `seqlife synth` writes it")
+    collect.add_argument("--dataset", required=True, help="catalog name of the dataset")
+    collect.add_argument("--scenario", default="research",
+                         help="use the consent must cover (default research)")
+    collect.add_argument("--owner", help="named owner of the dataset (default SEQLIFE_ACTOR)")
+    collect.set_defaults(handler=cmd_collect)
+
+    datasets = commands.add_parser("datasets", help="list datasets and their versions")
+    datasets.set_defaults(handler=cmd_datasets)
+
+    audit = commands.add_parser("audit", help="inspect the tamper-evident audit trail")
+    audit_commands = _Commands(
+        audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION"), common)
+    verify = audit_commands.add_parser("verify", help="recompute the hash chain; name the first "
+                                                      "broken record")
+    verify.set_defaults(handler=cmd_audit_verify)
+    log = audit_commands.add_parser("log", help="show the latest audit records")
+    log.add_argument("--limit", type=int, default=30)
+    log.set_defaults(handler=cmd_audit_log)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        _prepare_prefect(settings)
+        return args.handler(args, settings)
+    except SeqlifeError as exc:
+        if args.json:
+            print(json.dumps({"error": type(exc).__name__, "stage": exc.stage,
+                              "message": exc.message}))
+        else:
+            err_console.print(f"[red]{type(exc).__name__}[/] ({exc.stage}): {exc.message}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

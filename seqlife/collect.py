@@ -1,0 +1,463 @@
+"""Collect: recognise, validate and link what a hospital or lab delivers, before anything is stored.
+
+Every file is parsed as what its content says it is (FASTQ, BAM, VCF) and every table is read
+against its declared schema (GB/T 39725 §11.3.4.4 a). Each subject's data is linked to an
+informed-consent record that covers the use (GB/T 39725 §7 a–b; RARE §4.9). All of it is decided
+here, as plain functions; storing and registering is the task layer's job.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import json
+import re
+import zlib
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pysam
+import yaml
+
+from seqlife.exceptions import (
+    CollectError,
+    ConsentMissing,
+    ConsentScopeError,
+    MalformedFile,
+    SchemaMismatch,
+    UnknownFormat,
+)
+from seqlife.policy import DATA_CATALOG, Policy, load_policy
+
+REQUIRED_RULES = frozenset(
+    {"scenario_scopes", "on_withdrawn", "sequencing_formats", "tables", "raw_zone", "checksum"})
+SCHEMA_DIR = DATA_CATALOG / "schemas"
+HASH_CHUNK = 1 << 16  # 64 KiB reads: hashlib's sweet spot on this machine (PERF-ANCHORS 2e)
+FASTQ_BLOCK = 4 << 20
+_VALID_BASES = b"ACGTNacgtn"
+_VALID_QUALITY = bytes(range(33, 127))
+_ARROW_TYPES = {"string": pa.string(), "date": pa.date32(), "float64": pa.float64(),
+                "int64": pa.int64()}
+
+Progress = Callable[[int], None]
+
+
+def load_collect_policy() -> Policy:
+    return load_policy("collect", REQUIRED_RULES)
+
+
+# --- formats ---------------------------------------------------------------------------------
+
+
+def sniff_format(path: Path, label: str) -> str:
+    """Name the format from the first bytes of content, never from the file name."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    if head[:2] == b"\x1f\x8b":
+        try:
+            head = zlib.decompressobj(31).decompress(head, 4096)
+        except zlib.error as exc:
+            raise MalformedFile(label, "gzip", "corrupt compressed header") from exc
+    if head.startswith(b"BAM\x01"):
+        return "bam"
+    if head.startswith(b"CRAM"):
+        return "cram"
+    if head.startswith(b"##fileformat=VCF"):
+        return "vcf"
+    if head.startswith(b"@") and not head[:4] in (b"@HD\t", b"@SQ\t", b"@RG\t"):
+        return "fastq"
+    raise UnknownFormat(label)
+
+
+class _HashingReader:
+    """Raw reader that hashes every byte it hands on, so one pass both hashes and parses."""
+
+    def __init__(self, raw: BinaryIO, progress: Progress | None) -> None:
+        self.raw, self.progress = raw, progress
+        self.digest, self.size = hashlib.sha256(), 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.digest.update(data)
+        self.size += len(data)
+        if self.progress and data:
+            self.progress(len(data))
+        return data
+
+
+def hash_file(path: Path, progress: Progress | None = None) -> tuple[str, int]:
+    """SHA-256 and size in constant memory."""
+    digest, size = hashlib.sha256(), 0
+    buffer = bytearray(HASH_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while count := handle.readinto(buffer):
+            digest.update(view[:count])
+            size += count
+            if progress:
+                progress(count)
+    return digest.hexdigest(), size
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """What validation learned about one file. ``inner_samples`` never leaves the process."""
+
+    path: str
+    format: str
+    size: int
+    sha256: str
+    records: int
+    inner_samples: tuple[str, ...] = field(default=(), repr=False)
+
+
+def _first_bad(items: list[bytes], ok: Callable[[bytes], bool]) -> int:
+    return next(index for index, item in enumerate(items) if not ok(item))
+
+
+def _check_fastq_lines(lines: list[bytes], label: str, done: int) -> None:
+    """Check whole records at C speed; look for the first bad record only when one is bad."""
+    if not lines:
+        return
+    heads, seqs, pluses, quals = lines[0::4], lines[1::4], lines[2::4], lines[3::4]
+    count = len(heads)
+
+    def refuse(items: list[bytes], ok: Callable[[bytes], bool], problem: str) -> None:
+        raise MalformedFile(label, "FASTQ", f"record {done + _first_bad(items, ok) + 1}: {problem}")
+
+    joined = b"\n".join(heads)
+    if joined[:1] != b"@" or joined.count(b"\n@") != count - 1 or min(map(len, heads)) < 2:
+        refuse(heads, lambda h: h[:1] == b"@" and len(h) > 1, "header line does not start with '@'")
+    joined = b"\n".join(pluses)
+    if joined[:1] != b"+" or joined.count(b"\n+") != count - 1:
+        refuse(pluses, lambda p: p[:1] == b"+", "separator line does not start with '+'")
+    seq_lengths = list(map(len, seqs))
+    if min(seq_lengths) == 0 or b"".join(seqs).translate(None, _VALID_BASES):
+        refuse(seqs, lambda s: bool(s) and not s.translate(None, _VALID_BASES),
+               "sequence is empty or holds characters other than ACGTN")
+    if b"".join(quals).translate(None, _VALID_QUALITY):
+        refuse(quals, lambda q: not q.translate(None, _VALID_QUALITY),
+               "quality string holds characters outside Phred+33")
+    if seq_lengths != list(map(len, quals)):
+        bad = next(i for i, (seq, qual) in enumerate(zip(seqs, quals)) if len(seq) != len(qual))
+        raise MalformedFile(label, "FASTQ", f"record {done + bad + 1}: sequence and quality "
+                            "lengths differ")
+
+
+def check_fastq(path: Path, label: str, progress: Progress | None = None) -> FileCheck:
+    """Parse every record of a FASTQ (plain or gzip, multi-member) while hashing the file."""
+    with open(path, "rb") as raw:
+        hashing = _HashingReader(raw, progress)
+        is_gzip = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        stream: BinaryIO = gzip.GzipFile(fileobj=hashing, mode="rb") if is_gzip else hashing  # type: ignore[assignment]
+        records, carry = 0, b""
+        try:
+            while block := stream.read(FASTQ_BLOCK):
+                lines = (carry + block).split(b"\n")
+                carry = lines.pop()
+                complete = len(lines) - len(lines) % 4
+                if complete < len(lines):
+                    carry = b"\n".join(lines[complete:] + [carry])
+                    del lines[complete:]
+                _check_fastq_lines(lines, label, records)
+                records += complete // 4
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise MalformedFile(label, "FASTQ", "compressed stream is truncated or corrupt") from exc
+        tail = carry.split(b"\n") if carry else []
+        if tail and tail[-1] == b"":
+            tail.pop()
+        if len(tail) % 4:
+            raise MalformedFile(label, "FASTQ", f"file ends inside record {records + 1} (truncated)")
+        if tail:
+            _check_fastq_lines(tail, label, records)
+            records += len(tail) // 4
+    if records == 0:
+        raise MalformedFile(label, "FASTQ", "no records")
+    return FileCheck(label, "fastq", hashing.size, hashing.digest.hexdigest(), records)
+
+
+def check_bam(path: Path, label: str, progress: Progress | None = None) -> FileCheck:
+    """Decode every alignment with htslib; a missing EOF block or a bad record is refused."""
+    sha256, size = hash_file(path, progress)
+    pysam.set_verbosity(0)
+    try:
+        with pysam.AlignmentFile(str(path), "rb", check_sq=False) as bam:
+            samples = tuple(sorted({rg.get("SM", "") for rg in bam.header.to_dict().get("RG", [])}))
+            records = sum(1 for _ in bam.fetch(until_eof=True))
+    except (OSError, ValueError) as exc:
+        raise MalformedFile(label, "BAM", _htslib_problem(exc)) from exc
+    return FileCheck(label, "bam", size, sha256, records, samples)
+
+
+def check_vcf(path: Path, label: str, progress: Progress | None = None) -> FileCheck:
+    """Decode every VCF record (genotypes included) with htslib."""
+    sha256, size = hash_file(path, progress)
+    pysam.set_verbosity(0)
+    try:
+        with pysam.VariantFile(str(path)) as vcf:
+            samples = tuple(vcf.header.samples)
+            records = 0
+            for record in vcf:
+                for sample in record.samples.values():
+                    sample.get("GT")
+                records += 1
+    except (OSError, ValueError) as exc:
+        raise MalformedFile(label, "VCF", _htslib_problem(exc)) from exc
+    return FileCheck(label, "vcf", size, sha256, records, samples)
+
+
+def _htslib_problem(exc: Exception) -> str:
+    text = str(exc).lower()
+    if "truncated" in text or "eof" in text:
+        return "file is truncated (no end-of-file block)"
+    if "header" in text:
+        return "header cannot be read"
+    return "a record cannot be decoded"
+
+
+_CHECKERS = {"fastq": check_fastq, "bam": check_bam, "vcf": check_vcf}
+
+
+def check_sequencing_file(path: Path, label: str, accepted: Iterable[str],
+                          progress: Progress | None = None) -> FileCheck:
+    """Recognise a sequencing file by content and validate it fully."""
+    file_format = sniff_format(path, label)
+    if file_format not in accepted:
+        raise CollectError(
+            f"{label}: {file_format.upper()} files are not accepted at intake by the current "
+            "policy (collect.sequencing_formats).", path=label)
+    return _CHECKERS[file_format](path, label, progress)
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    name: str
+    types: Mapping[str, pa.DataType]
+    required: frozenset[str]
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([(name, kind) for name, kind in self.types.items()])
+
+
+def load_schema(name: str, schema_dir: Path = SCHEMA_DIR) -> TableSchema:
+    document = yaml.safe_load((schema_dir / f"{name}.yaml").read_text(encoding="utf-8"))
+    columns = document["columns"]
+    return TableSchema(
+        name=document["name"],
+        types={c["name"]: _ARROW_TYPES[c["type"]] for c in columns},
+        required=frozenset(c["name"] for c in columns if c["required"]),
+    )
+
+
+def read_table(path: Path, schema: TableSchema, label: str) -> pa.Table:
+    """Read a CSV or Parquet table strictly against its declared schema; errors name columns only."""
+    try:
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            _check_columns(table.column_names, schema, label)
+            table = table.select(list(schema.types)).cast(schema.arrow_schema)
+        else:
+            with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)) as head:
+                _check_columns(head.schema.names, schema, label)
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types=dict(schema.types), strings_can_be_null=True))
+    except pa.ArrowInvalid as exc:
+        raise SchemaMismatch(label, _arrow_problem(str(exc), schema)) from exc
+    for name in sorted(schema.required):
+        nulls = table.column(name).null_count
+        if nulls:
+            raise SchemaMismatch(label, f"required column '{name}' is empty in {nulls} row(s)")
+    return table
+
+
+def _check_columns(names: list[str], schema: TableSchema, label: str) -> None:
+    missing = [name for name in schema.types if name not in names]
+    extra = [name for name in names if name not in schema.types]
+    if missing or extra:
+        raise SchemaMismatch(label, f"missing column(s) {missing}, undeclared column(s) {extra}")
+
+
+def _arrow_problem(message: str, schema: TableSchema) -> str:
+    """Turn an Arrow parse error into column + row, dropping the offending value."""
+    column = re.search(r"column #(\d+)", message)
+    row = re.search(r"Row #(\d+)", message)
+    where = []
+    if column and int(column.group(1)) < len(schema.types):
+        where.append(f"column '{list(schema.types)[int(column.group(1))]}'")
+    if row:
+        where.append(f"row {row.group(1)}")
+    kind = "a value does not parse as the declared type" if "conversion" in message else \
+        "the file is not well-formed CSV"
+    return f"{kind}" + (f" ({', '.join(where)})" if where else "")
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Deterministic Parquet (same table -> same bytes), so re-collecting is idempotent."""
+    pq.write_table(table, path, compression="zstd", write_statistics=True)
+
+
+# --- consent and linking -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    scope: str
+    signed_on: date
+    withdrawn_on: date | None
+
+
+def consent_status(records: list[ConsentRecord], scenario: str,
+                   scenario_scopes: Mapping[str, list[str]]) -> str:
+    """'covered', 'withdrawn', 'not_covered' or 'missing' for one subject and one use."""
+    if not records:
+        return "missing"
+    covering = [r for r in records if r.scope in scenario_scopes[scenario]]
+    if not covering:
+        return "not_covered"
+    if all(r.withdrawn_on is not None for r in covering):
+        return "withdrawn"
+    return "covered"
+
+
+def subject_surrogate(secret: bytes, subject_key: str) -> str:
+    """Keyed surrogate for a subject: stable per project secret, useless without it (§10.2 f)."""
+    return "S-" + hmac.new(secret, subject_key.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str
+    role: str
+    sample_id: str | None
+    subject_key: str | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CollectionPlan:
+    """What will be collected: files with their subject links, and who is left out and why."""
+
+    scenario: str
+    files: tuple[PlannedFile, ...]
+    included_subjects: frozenset[str] = field(repr=False)
+    excluded_subjects: frozenset[str] = field(repr=False)
+    consents: Mapping[str, tuple[ConsentRecord, ...]] = field(repr=False)
+
+
+def consents_by_subject(consents: pa.Table) -> dict[str, tuple[ConsentRecord, ...]]:
+    out: dict[str, list[ConsentRecord]] = {}
+    for row in consents.to_pylist():
+        out.setdefault(row["mrn"], []).append(
+            ConsentRecord(row["scope"], row["signed_on"], row["withdrawn_on"]))
+    return {key: tuple(value) for key, value in out.items()}
+
+
+def plan_collection(samples: pa.Table, consents: pa.Table, clinical: pa.Table, scenario: str,
+                    policy: Policy, delivered: set[str]) -> CollectionPlan:
+    """Link every sample and clinical row to a covering consent, or stop with the reason."""
+    scopes = policy["scenario_scopes"]
+    if scenario not in scopes:
+        raise CollectError(f"Unknown collection scenario '{scenario}'; the policy knows "
+                           f"{sorted(scopes)}.")
+    by_subject = consents_by_subject(consents)
+    included: set[str] = set()
+    excluded: set[str] = set()
+
+    def decide(subject_key: str, where: str, ref: str) -> bool:
+        records = list(by_subject.get(subject_key, ()))
+        status = consent_status(records, scenario, scopes)
+        if status == "missing":
+            raise ConsentMissing(where, ref)
+        if status == "not_covered":
+            raise ConsentScopeError(where, ref, "/".join(sorted({r.scope for r in records})), scenario)
+        if status == "withdrawn" and policy["on_withdrawn"] == "exclude":
+            excluded.add(subject_key)
+            return False
+        included.add(subject_key)
+        return True
+
+    for index, subject_key in enumerate(clinical.column("mrn").to_pylist()):
+        decide(subject_key, "clinical table", f"in row {index + 1}")
+    files: list[PlannedFile] = []
+    for row in samples.to_pylist():
+        if not decide(row["mrn"], "sample sheet", f"of sample {row['sample_id']}"):
+            continue
+        for role in ("fastq", "bam", "vcf"):
+            relative = row[role]
+            if not relative:
+                continue
+            if relative not in delivered:
+                raise CollectError(
+                    f"{relative}: listed in the sample sheet for sample {row['sample_id']} but not "
+                    "delivered. Deliver the file or correct the sample sheet.", path=relative)
+            files.append(PlannedFile(relative, role, row["sample_id"], row["mrn"]))
+    listed = {row[role] for row in samples.to_pylist() for role in ("fastq", "bam", "vcf")}
+    unlisted = sorted(path for path in delivered if path not in listed and not path.endswith(".tbi"))
+    if unlisted:
+        raise CollectError(
+            f"{unlisted[0]}: delivered but not listed in the sample sheet, so it cannot be linked "
+            f"to a subject or a consent ({len(unlisted)} such file(s)). List it or remove it.",
+            path=unlisted[0])
+    return CollectionPlan(scenario, tuple(files), frozenset(included), frozenset(excluded),
+                          by_subject)
+
+
+def check_inner_sample(check: FileCheck, planned: PlannedFile) -> None:
+    """The sample named inside a BAM/VCF must be the subject the sample sheet links it to."""
+    if check.inner_samples and set(check.inner_samples) != {planned.subject_key}:
+        raise CollectError(
+            f"{planned.path}: the sample named inside the file does not match the subject the "
+            f"sample sheet gives for sample {planned.sample_id}. The file may belong to another "
+            "patient; check the delivery with the lab before collecting.", path=planned.path)
+
+
+def keep_subjects(table: pa.Table, subjects: frozenset[str]) -> pa.Table:
+    """Rows of the subjects being collected only (withdrawn subjects are left out)."""
+    return table.filter(pc.is_in(table.column("mrn"), value_set=pa.array(sorted(subjects))))
+
+
+# --- manifest --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    path: str
+    role: str
+    format: str
+    size: int
+    sha256: str
+    records: int
+    sample_id: str | None
+    subject: str | None
+
+
+def content_digest(entries: Iterable[ManifestEntry]) -> str:
+    """Digest of what a version holds (paths and contents): equal digests mean the same data."""
+    canonical = sorted((e.path, e.sha256) for e in entries)
+    return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
+
+
+def render_manifest(dataset: str, version: int, scenario: str, policy_hash: str,
+                    entries: Iterable[ManifestEntry]) -> bytes:
+    """The manifest stored beside the data: every file with its digest, subject by surrogate."""
+    items = sorted(entries, key=lambda e: e.path)
+    document = {
+        "dataset": dataset,
+        "version": version,
+        "scenario": scenario,
+        "policy_hash": policy_hash,
+        "content_digest": content_digest(items),
+        "files": [e.__dict__ for e in items],
+    }
+    return json.dumps(document, indent=2, sort_keys=True).encode("utf-8")

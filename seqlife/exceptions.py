@@ -1,0 +1,165 @@
+"""One error hierarchy for every stage.
+
+Messages are written for a data steward: they say what was refused, where, and what to do, and
+they never contain a personal identifier, a secret or a data value. ``Transient`` marks errors a
+retry may cure (storage or database hiccups); everything else is terminal and never retried.
+"""
+
+from __future__ import annotations
+
+
+class SeqlifeError(Exception):
+    """Root of every error seqlife raises on purpose."""
+
+    #: The lifecycle stage the error belongs to; stamped on the audit record.
+    stage: str = "core"
+
+    def __init__(self, message: str, **attrs: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.attrs = attrs
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Transient:
+    """Mixin: the operation may succeed if retried (network, storage, database unavailable)."""
+
+
+class ConfigurationError(SeqlifeError):
+    """Settings or a policy file are wrong; nothing was done."""
+
+    stage = "config"
+
+
+class PolicyFileError(ConfigurationError):
+    """A policy file is missing a key, has an unknown key or a value of the wrong kind."""
+
+
+# --- infrastructure -------------------------------------------------------------------------
+
+
+class StorageError(SeqlifeError):
+    """The object store refused or failed an operation."""
+
+    stage = "store"
+
+
+class StorageUnavailable(StorageError, Transient):
+    """The object store could not be reached; retrying may help."""
+
+
+class ObjectNotFound(StorageError):
+    """No object (or no such version) under that key."""
+
+
+class IntegrityError(StorageError):
+    """Stored bytes do not match their recorded SHA-256: the object was altered or damaged."""
+
+
+class CatalogError(SeqlifeError):
+    """The catalog database refused or failed an operation."""
+
+    stage = "catalog"
+
+
+class CatalogUnavailable(CatalogError, Transient):
+    """The catalog database could not be reached; retrying may help."""
+
+
+class AuditError(SeqlifeError):
+    """The audit trail could not be written or does not verify."""
+
+    stage = "audit"
+
+
+class AuditChainBroken(AuditError):
+    """Recomputing the hash chain found a changed, missing or reordered record."""
+
+    def __init__(self, seq: int, problem: str) -> None:
+        super().__init__(
+            f"Audit trail broken at record #{seq}: {problem}. Records from #{seq} on cannot be "
+            "trusted; restore the audit table from backup and report the incident (SEQ §7.5).",
+            seq=seq,
+            problem=problem,
+        )
+        self.seq = seq
+        self.problem = problem
+
+
+# --- collect --------------------------------------------------------------------------------
+
+
+class CollectError(SeqlifeError):
+    """Intake refused a file or table; nothing of this collection was registered."""
+
+    stage = "collect"
+
+
+class MalformedFile(CollectError):
+    """A file is not a valid instance of its format (truncated, corrupt, wrong structure)."""
+
+    def __init__(self, path: str, file_format: str, problem: str) -> None:
+        super().__init__(
+            f"{path}: not a valid {file_format} file ({problem}). Nothing from this collection "
+            "was registered; replace the file with a complete copy from the sequencing lab and "
+            "collect again.",
+            path=path,
+            format=file_format,
+        )
+        self.path = path
+        self.file_format = file_format
+        self.problem = problem
+
+
+class UnknownFormat(CollectError):
+    """The content of a file matches none of the accepted formats."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path}: content is not FASTQ, BAM, CRAM, VCF or a declared table; seqlife "
+            "recognises files by content, not by name. Remove it from the delivery or declare it.",
+            path=path,
+        )
+
+
+class SchemaMismatch(CollectError):
+    """A table does not follow its declared schema."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(
+            f"{path}: table does not follow its declared schema ({problem}). Fix the export "
+            "and collect again; nothing was registered.",
+            path=path,
+        )
+
+
+class PolicyViolation(SeqlifeError):
+    """A rule of the standard forbids the operation; retrying will not help."""
+
+    stage = "policy"
+
+
+class ConsentMissing(PolicyViolation):
+    """Data for a subject has no informed-consent record (GB/T 39725 §7 a)."""
+
+    def __init__(self, where: str, subject_ref: str) -> None:
+        super().__init__(
+            f"{where}: subject {subject_ref} has no informed-consent record (GB/T 39725 §7 a). "
+            "Register the signed consent, or remove the subject's data from the delivery.",
+            subject=subject_ref,
+        )
+
+
+class ConsentScopeError(PolicyViolation):
+    """The subject's consent does not cover the collection scenario (GB/T 39725 §7 a–b)."""
+
+    def __init__(self, where: str, subject_ref: str, scope: str, scenario: str) -> None:
+        super().__init__(
+            f"{where}: subject {subject_ref} consented to '{scope}' use only, which does not "
+            f"cover '{scenario}' (GB/T 39725 §7 a–b). A new consent is needed for this use.",
+            subject=subject_ref,
+            scope=scope,
+            scenario=scenario,
+        )

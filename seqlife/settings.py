@@ -1,0 +1,83 @@
+"""One settings object, read from ``SEQLIFE_*`` environment variables.
+
+Embedded defaults need no server: a SQLite catalog, a local versioned object store and a local key
+store, all under ``SEQLIFE_HOME``. Production points the same code at PostgreSQL and S3.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from seqlife.exceptions import ConfigurationError
+
+#: Documented in ``seqlife --help``; name -> what it sets.
+ENVIRONMENT_VARIABLES: dict[str, str] = {
+    "SEQLIFE_HOME": "working directory for the embedded defaults (default ./.seqlife)",
+    "SEQLIFE_DB_URL": "catalog database (default sqlite:///$SEQLIFE_HOME/catalog.db; "
+    "production postgresql+psycopg://user@host:5432/db)",
+    "SEQLIFE_STORE_URL": "object store (default a versioned directory $SEQLIFE_HOME/store; "
+    "production s3://bucket[/prefix])",
+    "SEQLIFE_S3_ENDPOINT_URL": "S3 endpoint for s3:// stores (e.g. http://127.0.0.1:8333); "
+    "credentials come from the usual AWS_* variables",
+    "SEQLIFE_KEYSTORE_DIR": "local key store, never inside the object store "
+    "(default $SEQLIFE_HOME/keys)",
+    "SEQLIFE_ACTOR": "who is acting, stamped on audit records (default the login name)",
+    "SEQLIFE_ROLE": "the actor's role, stamped on audit records (default operator)",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the catalog, object store and key store live, and who is acting."""
+
+    home: Path
+    db_url: str
+    store_url: str
+    s3_endpoint_url: str | None
+    keystore_dir: Path
+    actor: str
+    role: str
+
+    @property
+    def prefect_home(self) -> Path:
+        """Prefect's ephemeral API keeps its SQLite database here, inside our home."""
+        return self.home / "prefect"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        """Build settings from the environment and refuse a key store inside the object store."""
+        env = dict(os.environ if env is None else env)
+        home = Path(env.get("SEQLIFE_HOME", ".seqlife")).expanduser().resolve()
+        store_url = env.get("SEQLIFE_STORE_URL") or (home / "store").as_uri()
+        keystore_dir = Path(env.get("SEQLIFE_KEYSTORE_DIR") or home / "keys").expanduser().resolve()
+        settings = cls(
+            home=home,
+            db_url=env.get("SEQLIFE_DB_URL") or f"sqlite:///{home / 'catalog.db'}",
+            store_url=store_url,
+            s3_endpoint_url=env.get("SEQLIFE_S3_ENDPOINT_URL") or None,
+            keystore_dir=keystore_dir,
+            actor=env.get("SEQLIFE_ACTOR") or env.get("USER") or "operator",
+            role=env.get("SEQLIFE_ROLE") or "operator",
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Keys apart from data (GB/T 39725 §10.1 g): the key store may not sit in the store."""
+        parsed = urlparse(self.store_url)
+        if parsed.scheme not in ("file", "s3"):
+            raise ConfigurationError(
+                f"SEQLIFE_STORE_URL must start with file:// or s3://, got scheme '{parsed.scheme}'."
+            )
+        if parsed.scheme == "file":
+            store_dir = Path(parsed.path).resolve()
+            if self.keystore_dir == store_dir or store_dir in self.keystore_dir.parents:
+                raise ConfigurationError(
+                    "SEQLIFE_KEYSTORE_DIR lies inside the object store; keys must be stored apart "
+                    "from data (GB/T 39725 §10.1 g). Choose a directory outside the store."
+                )
+        if not self.db_url.startswith(("sqlite", "postgresql")):
+            raise ConfigurationError("SEQLIFE_DB_URL must be a sqlite:// or postgresql+psycopg:// URL.")

@@ -1,0 +1,232 @@
+"""Collect tasks: read the delivery, validate files, store objects and register the version."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import func, select
+
+from infra.catalog import Consent, DataFile, Dataset, DatasetVersion, Subject
+from infra.objectstore import ObjectVersion
+from infra.resources import Resources
+from seqlife import collect
+from seqlife.exceptions import CollectError, StorageError
+from seqlife.policy import Policy
+from tasks import is_transient
+
+TABLE_NAMES = ("clinical", "consents", "samples")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The delivery's tables, read against their schemas, and the sequencing files it holds."""
+
+    source: Path
+    tables: dict[str, pa.Table]
+    delivered: set[str]
+
+
+@task(name="read_delivery", cache_policy=NO_CACHE)
+def read_delivery(source: str, policy: Policy) -> Delivery:
+    """Read the clinical, consent and sample tables (CSV preferred, else Parquet)."""
+    root = Path(source)
+    if not root.is_dir():
+        raise CollectError(f"Delivery directory '{source}' does not exist.")
+    tables = {}
+    for name in TABLE_NAMES:
+        spec = policy["tables"][name]
+        path = next((root / f"{name}{ext}" for ext in (".csv", ".parquet")
+                     if (root / f"{name}{ext}").exists()), None)
+        if path is None:
+            raise CollectError(f"The delivery has no {name} table ({name}.csv or {name}.parquet).")
+        tables[name] = collect.read_table(path, collect.load_schema(spec["schema"]), path.name)
+    delivered = {p.relative_to(root).as_posix() for p in root.rglob("*")
+                 if p.is_file() and p.parent != root}
+    return Delivery(root, tables, delivered)
+
+
+@task(name="plan_collection", cache_policy=NO_CACHE)
+def plan_collection(delivery: Delivery, scenario: str, policy: Policy) -> collect.CollectionPlan:
+    t = delivery.tables
+    return collect.plan_collection(t["samples"], t["consents"], t["clinical"], scenario, policy,
+                                   delivery.delivered)
+
+
+@task(name="check_sequencing_file", cache_policy=NO_CACHE)
+def check_sequencing_file(source: str, planned: collect.PlannedFile, policy: Policy) -> collect.FileCheck:
+    check = collect.check_sequencing_file(Path(source) / planned.path, planned.path,
+                                          policy["sequencing_formats"])
+    collect.check_inner_sample(check, planned)
+    return check
+
+
+@task(name="stage_tables", cache_policy=NO_CACHE)
+def stage_tables(delivery: Delivery, plan: collect.CollectionPlan, workdir: str
+                 ) -> list[tuple[collect.FileCheck, Path]]:
+    """Normalise the tables to Parquet; withdrawn subjects' rows are left out (RARE §4.9)."""
+    keep = {
+        "clinical": collect.keep_subjects(delivery.tables["clinical"], plan.included_subjects),
+        "samples": collect.keep_subjects(delivery.tables["samples"], plan.included_subjects),
+        "consents": delivery.tables["consents"],  # kept whole: a withdrawal must stay provable
+    }
+    staged = []
+    for name, table in keep.items():
+        path = Path(workdir) / f"{name}.parquet"
+        collect.write_parquet(table, path)
+        sha256, size = collect.hash_file(path)
+        staged.append((collect.FileCheck(path.name, "parquet", size, sha256, table.num_rows), path))
+    return staged
+
+
+@dataclass(frozen=True)
+class Registered:
+    dataset: str
+    version: int
+    created: bool
+    manifest_sha256: str
+    files: int
+    total_bytes: int
+    subjects: int
+    excluded_subjects: tuple[str, ...]  # surrogates only
+
+
+@task(name="store_and_register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5],
+      retry_condition_fn=is_transient)
+def store_and_register(res: Resources, dataset: str, owner: str, plan: collect.CollectionPlan,
+                       sources: list[tuple[collect.FileCheck, Path, collect.PlannedFile | None]],
+                       policy: Policy, flow_run_id: str) -> Registered:
+    """Store every object, then register the version in one catalog transaction.
+
+    Same content as the latest version -> nothing new is written (idempotent). Any failure removes
+    the object versions this call created, so no partial collection is ever registered and
+    earlier versions stay as they were.
+    """
+    secret = res.keys.secret("subject-surrogate")
+    surrogate = {key: collect.subject_surrogate(secret, key)
+                 for key in plan.included_subjects | plan.excluded_subjects}
+    entries = [
+        collect.ManifestEntry(check.path if planned else f"tables/{check.path}",
+                              planned.role if planned else check.path.removesuffix(".parquet"),
+                              check.format, check.size, check.sha256, check.records,
+                              planned.sample_id if planned else None,
+                              surrogate[planned.subject_key] if planned else None)
+        for check, _, planned in sources
+    ]
+    excluded = tuple(sorted(surrogate[key] for key in plan.excluded_subjects))
+    digest = collect.content_digest(entries)
+    zone = policy["raw_zone"]
+    with res.sessions() as session:
+        existing = session.scalar(select(Dataset).where(Dataset.name == dataset))
+        latest = existing.versions[-1] if existing and existing.versions else None
+        if latest is not None and _content_digest_of(latest) == digest:
+            return Registered(dataset, latest.version, False, latest.manifest_sha256,
+                              latest.file_count, latest.total_bytes, len(plan.included_subjects),
+                              excluded)
+        version = (latest.version + 1) if latest else 1
+
+    created: list[ObjectVersion] = []
+    try:
+        stored = {}
+        for (check, path, _), entry in zip(sources, entries):
+            stored[entry.path] = _put_once(res, f"{zone}/{dataset}/{entry.path}", path, check.sha256,
+                                           created)
+        manifest = collect.render_manifest(dataset, version, plan.scenario, policy.content_hash,
+                                           entries)
+        manifest_key = f"{zone}/{dataset}/_manifests/v{version}.json"
+        created.append(res.store.put_bytes(manifest_key, manifest))
+        manifest_sha256 = created[-1].sha256
+        _register(res, dataset, owner, version, zone, manifest_key, manifest_sha256, entries,
+                  stored, plan, surrogate, policy, flow_run_id)
+    except BaseException:
+        for obj in created:
+            try:
+                res.store.delete_version(obj.key, obj.version_id)
+            except StorageError:
+                pass  # the orphan is unregistered and harmless; the original error matters
+        raise
+    return Registered(dataset, version, True, manifest_sha256, len(entries),
+                      sum(e.size for e in entries), len(plan.included_subjects), excluded)
+
+
+def _content_digest_of(version: DatasetVersion) -> str:
+    return collect.content_digest(
+        collect.ManifestEntry(f.path, f.role, f.format, f.size, f.sha256, f.records, f.sample_id,
+                              None) for f in version.files)
+
+
+def _put_once(res: Resources, key: str, path: Path, sha256: str,
+              created: list[ObjectVersion]) -> ObjectVersion:
+    """Reuse the latest stored version when its content is identical; otherwise add a version."""
+    current = [v for v in res.store.list_versions(key) if v.key == key]
+    if current and current[0].sha256 == sha256:
+        return current[0]
+    with open(path, "rb") as handle:
+        version = res.store.put(key, handle, expected_sha256=sha256)
+    created.append(version)
+    return version
+
+
+def _register(res: Resources, dataset: str, owner: str, version: int, zone: str, manifest_key: str,
+              manifest_sha256: str, entries: list[collect.ManifestEntry],
+              stored: dict[str, ObjectVersion], plan: collect.CollectionPlan,
+              surrogate: dict[str, str], policy: Policy, flow_run_id: str) -> None:
+    with res.sessions.begin() as session:
+        record = session.scalar(select(Dataset).where(Dataset.name == dataset))
+        if record is None:
+            record = Dataset(name=dataset, kind="raw", owner=owner)
+            session.add(record)
+            session.flush()
+        taken = session.scalar(select(func.max(DatasetVersion.version))
+                               .where(DatasetVersion.dataset_id == record.id)) or 0
+        if taken >= version:
+            raise CollectError(f"Dataset '{dataset}' gained version {taken} while this collection "
+                               "ran; collect again.")
+        subjects = {}
+        for key, code in surrogate.items():
+            subject = session.scalar(select(Subject).where(Subject.surrogate == code))
+            if subject is None:
+                subject = Subject(surrogate=code)
+                session.add(subject)
+                session.flush()
+            subjects[code] = subject
+        dataset_version = DatasetVersion(
+            dataset_id=record.id, version=version, zone=zone, manifest_sha256=manifest_sha256,
+            manifest_key=manifest_key, file_count=len(entries),
+            total_bytes=sum(e.size for e in entries), flow_run_id=flow_run_id,
+            policy_hash=policy.content_hash)
+        session.add(dataset_version)
+        session.flush()
+        for entry in entries:
+            obj = stored[entry.path]
+            session.add(DataFile(
+                dataset_version_id=dataset_version.id, path=entry.path, role=entry.role,
+                format=entry.format, size=entry.size, sha256=entry.sha256, records=entry.records,
+                object_key=obj.key, object_version_id=obj.version_id,
+                subject_id=subjects[entry.subject].id if entry.subject else None,
+                sample_id=entry.sample_id))
+        for key, records in plan.consents.items():
+            if key not in surrogate:
+                continue
+            subject = subjects[surrogate[key]]
+            for consent in records:
+                known = session.scalar(select(Consent).where(
+                    Consent.subject_id == subject.id, Consent.scope == consent.scope,
+                    Consent.signed_on == consent.signed_on))
+                if known is None:
+                    session.add(Consent(subject_id=subject.id, scope=consent.scope,
+                                        signed_on=consent.signed_on,
+                                        withdrawn_on=consent.withdrawn_on))
+                elif known.withdrawn_on != consent.withdrawn_on:
+                    known.withdrawn_on = consent.withdrawn_on
+
+
+def new_workdir(res: Resources) -> tempfile.TemporaryDirectory:
+    """Scratch space under SEQLIFE_HOME, removed when the flow ends whatever happens."""
+    scratch = res.settings.home / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(dir=scratch, prefix="collect-")
