@@ -29,9 +29,14 @@ err_console = Console(stderr=True)
 def _prepare_prefect(settings: Settings) -> None:
     """Prefect runs ephemeral, with its home under ours; no server is started by hand."""
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+    # Prefect's ephemeral server dies silently (and the client waits out its start-up timeout)
+    # when the parent of its home does not exist yet.
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # The temporary API server logs harmless cancellation tracebacks when it shuts down.
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,8 +28,10 @@ from seqlife.ids import resident_id_check_digit
 
 DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[1] / "data_catalog" / "reference"
 
-#: Receives (what, amount): ("fastq", compressed bytes so far) while a FASTQ grows, and
-#: ("subject", subjects done) after each subject's sequencing files.
+#: A table row: column name -> value (str, date, float or None).
+Row = dict[str, Any]
+
+#: Receives (what, amount): ("fastq", compressed bytes so far) while the first FASTQ grows.
 Progress = Callable[[str, int], None]
 
 CLINICAL_COLUMNS = (
@@ -101,9 +104,10 @@ _RELATIONS = ("配偶", "儿子", "女儿", "父亲", "母亲")
 #: Codes that only occur in one sex, so diagnoses never contradict ``sex``.
 _SEX_SPECIFIC_CODES = {"N97.9": "F", "O03.9": "F", "C53.9": "F", "C50.9": "F", "C61": "M",
                        "N46": "M", "G71.0": "M"}  # fmt: skip
-#: A cohort of at least this many subjects always has an HIV/syphilis and a psychiatric code.
+#: A cohort of at least this many subjects always has someone over 89, an HIV or syphilis code
+#: and a psychiatric code, so the rarest rules are exercised even by the smallest demo.
 _GUARANTEE_MIN_SUBJECTS = 10
-_GUARANTEED_CODES = (("B20", "A53.9"), ("F20.9", "F32.9", "F31.9"))
+_HIV_SYPHILIS_CODES = ("B20", "A53.9")
 _FIRST_ADMISSION = date(2019, 1, 1)
 _ADMISSION_SPAN_DAYS = 2000
 
@@ -168,8 +172,6 @@ def generate_cohort(
             out_dir, subject, sample, subject_rng,
             reads_per_subject, variants_per_subject, grow_to, progress,
         )  # fmt: skip
-        if progress:
-            progress("subject", index + 1)
     total = sum((out_dir / name).stat().st_size for name in files)
     return CohortSummary(out_dir=out_dir, subjects=subjects, files=files, total_bytes=total)
 
@@ -206,7 +208,7 @@ def _load_reference(reference_dir: Path) -> _Reference:
 # --- clinical table -------------------------------------------------------------------------
 
 
-def _clinical_rows(rng: random.Random, ref: _Reference, count: int) -> list[dict[str, object]]:
+def _clinical_rows(rng: random.Random, ref: _Reference, count: int) -> list[Row]:
     """One row per subject; cohort-wide guarantees are drawn first, then each subject."""
     mrns = [f"MR{number:08d}" for number in rng.sample(range(10**8), count)]
     ages = _ages(rng, count)
@@ -221,7 +223,7 @@ def _clinical_rows(rng: random.Random, ref: _Reference, count: int) -> list[dict
 
 
 def _ages(rng: random.Random, count: int) -> list[int]:
-    """Ages 0-95; a cohort of 10 or more always has someone over 89 (the '>89' band, Table 6)."""
+    """Ages 0-95, always including someone over 89 (the never-split '>89' band, Table 6)."""
     ages = [rng.randrange(96) for _ in range(count)]
     if count >= _GUARANTEE_MIN_SUBJECTS and max(ages) < 90:
         ages[rng.randrange(count)] = rng.randint(90, 95)
@@ -234,20 +236,19 @@ def _diagnoses(rng: random.Random, ref: _Reference, count: int) -> list[str]:
     Cohorts of 10 or more always contain an HIV/syphilis and a psychiatric code, so grade-5
     special-disease handling (GB/T 39725 §11.1.2.3) is exercised even by the smallest demo.
     """
-    all_codes = [row["code"] for row in ref.icd10]
-    weights = [1 / (rank + 1) ** 0.8 for rank in range(len(all_codes))]
-    codes = rng.choices(all_codes, weights=weights, k=count)
+    groups = {row["code"]: row["special_group"] for row in ref.icd10}
+    weights = [1 / (rank + 1) ** 0.8 for rank in range(len(groups))]
+    codes = rng.choices(list(groups), weights=weights, k=count)
     if count >= _GUARANTEE_MIN_SUBJECTS:
-        free = [i for i, code in enumerate(codes) if code not in _special_codes(ref)]
-        for group in _GUARANTEED_CODES:
-            if free and not set(group) & set(codes):
-                codes[free.pop(rng.randrange(len(free)))] = rng.choice(group)
+        free = [i for i, code in enumerate(codes) if not groups[code]]
+        required = (
+            [code for code in _HIV_SYPHILIS_CODES if code in groups],
+            [code for code, group in groups.items() if group == "psychiatric"],
+        )
+        for choices in required:
+            if choices and free and not set(choices) & set(codes):
+                codes[free.pop(rng.randrange(len(free)))] = rng.choice(choices)
     return codes
-
-
-def _special_codes(ref: _Reference) -> set[str]:
-    """Codes marked with a special-disease group in icd10.csv."""
-    return {row["code"] for row in ref.icd10 if row["special_group"]}
 
 
 def _subject(
@@ -259,12 +260,12 @@ def _subject(
     code: str,
     identifying_note: bool,
     doctor: str,
-) -> dict[str, object]:
+) -> Row:
     """One subject's clinical row, internally consistent (ID vs birth date, sex, county)."""
     sex = _SEX_SPECIFIC_CODES.get(code) or rng.choice("MF")
     name, surname_pinyin = _name_with_pinyin(rng, sex)
     admission = _FIRST_ADMISSION + timedelta(days=rng.randrange(_ADMISSION_SPAN_DAYS))
-    birth = admission - timedelta(days=age * 365 + rng.randrange(365))
+    birth = _years_before(admission, age) - timedelta(days=rng.randrange(365))
     stay = rng.randint(1, 60)
     region = rng.choices(ref.regions, weights=[int(r["population"]) for r in ref.regions])[0]
     mobile = _unique(used, lambda: rng.choice(_MOBILE_PREFIXES) + f"{rng.randrange(10**8):08d}")
@@ -291,6 +292,14 @@ def _subject(
         **_labs(rng, sex),
         "note": _note(rng, mobile) if identifying_note else rng.choice(_PLAIN_NOTES),
     }
+
+
+def _years_before(day: date, years: int) -> date:
+    """The same calendar day ``years`` earlier (29 February becomes the 28th)."""
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:
+        return day.replace(year=day.year - years, day=28)
 
 
 def _unique(used: set[str], draw: Callable[[], str]) -> str:
@@ -336,7 +345,8 @@ def _street(rng: random.Random) -> str:
     """Road, house number and sometimes building/unit/room, which §10.2 c 1 says to delete."""
     address = f"{rng.choice(_ROADS)}{rng.randint(1, 399)}号"
     if rng.random() < 0.6:
-        address += f"{rng.randint(1, 30)}栋{rng.randint(1, 6)}单元{rng.randint(1, 28)}0{rng.randint(1, 6)}室"
+        room = f"{rng.randint(1, 28)}0{rng.randint(1, 6)}"
+        address += f"{rng.randint(1, 30)}栋{rng.randint(1, 6)}单元{room}室"
     return address
 
 
@@ -366,9 +376,7 @@ def _note(rng: random.Random, mobile: str) -> str:
 # --- consents and samples -------------------------------------------------------------------
 
 
-def _consent_rows(
-    rng: random.Random, clinical: Sequence[dict[str, object]], withdrawn_share: float
-) -> list[dict[str, object]]:
+def _consent_rows(rng: random.Random, clinical: Sequence[Row], withdrawn_share: float) -> list[Row]:
     """Research or broad consent signed during the stay; some subjects later withdraw."""
     count = len(clinical)
     withdrawn = round(count * withdrawn_share)
@@ -378,17 +386,16 @@ def _consent_rows(
     rows = []
     for index, subject in enumerate(clinical):
         admission, discharge = subject["admission_date"], subject["discharge_date"]
-        assert isinstance(admission, date) and isinstance(discharge, date)
         signed = admission + timedelta(days=rng.randint(0, (discharge - admission).days))
-        withdrawn_on = signed + timedelta(days=rng.randint(30, 720)) if index in withdrawing else None
+        withdrawn_on = None
+        if index in withdrawing:
+            withdrawn_on = signed + timedelta(days=rng.randint(30, 720))
         rows.append({"mrn": subject["mrn"], "scope": rng.choice(("research", "broad")),
                      "signed_on": signed, "withdrawn_on": withdrawn_on})  # fmt: skip
     return rows
 
 
-def _sample_rows(
-    rng: random.Random, clinical: Sequence[dict[str, object]]
-) -> list[dict[str, object]]:
+def _sample_rows(rng: random.Random, clinical: Sequence[Row]) -> list[Row]:
     """Sample IDs drawn independently of MRNs, so only samples.csv links the two (SEQ §5)."""
     numbers = rng.sample(range(10**6), len(clinical))
     rows = []
@@ -407,9 +414,9 @@ def _sample_rows(
 
 def _write_tables(
     out_dir: Path,
-    clinical: Sequence[dict[str, object]],
-    consents: Sequence[dict[str, object]],
-    samples: Sequence[dict[str, object]],
+    clinical: Sequence[Row],
+    consents: Sequence[Row],
+    samples: Sequence[Row],
 ) -> list[str]:
     """Write the CSV tables and the Parquet copy of the clinical table."""
     _write_csv(out_dir / "clinical.csv", CLINICAL_COLUMNS, clinical)
@@ -428,7 +435,7 @@ def _csv_text(value: object) -> str:
     return str(value)
 
 
-def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, object]]) -> None:
+def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Row]) -> None:
     """UTF-8 CSV with '\\n' line ends, so bytes do not depend on the platform."""
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -436,7 +443,7 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, obje
         writer.writerows([_csv_text(row[column]) for column in columns] for row in rows)
 
 
-def _write_clinical_parquet(path: Path, clinical: Sequence[dict[str, object]]) -> None:
+def _write_clinical_parquet(path: Path, clinical: Sequence[Row]) -> None:
     """Same rows as clinical.csv, typed: date32 dates, float64 labs, strings elsewhere."""
     fields = [
         pa.field(column, pa.date32() if column in DATE_COLUMNS
@@ -455,8 +462,8 @@ def _write_clinical_parquet(path: Path, clinical: Sequence[dict[str, object]]) -
 
 def _write_sequencing(
     out_dir: Path,
-    subject: dict[str, object],
-    sample: dict[str, object],
+    subject: Row,
+    sample: Row,
     rng: np.random.Generator,
     read_count: int,
     variant_count: int,
@@ -527,7 +534,7 @@ def _write_fastq(
                 progress("fastq", raw.tell())
 
 
-def _sam_header(sample_id: str, mrn: str, name: str) -> dict[str, object]:
+def _sam_header(sample_id: str, mrn: str, name: str) -> Row:
     """A bwa-style header that leaks the MRN (RG SM) and the patient's name (PG CL, CO)."""
     fastq_path = f"/data/{name}/{sample_id}.R1.fastq.gz"
     read_group = f"@RG\\tID:{sample_id}\\tSM:{mrn}\\tLB:lib1\\tPL:ILLUMINA"
@@ -589,9 +596,7 @@ def _write_bam(
             bam.write(segment)
 
 
-def _vcf_header(
-    sample_id: str, mrn: str, name: str, file_date: date
-) -> pysam.VariantHeader:
+def _vcf_header(sample_id: str, mrn: str, name: str, file_date: date) -> pysam.VariantHeader:
     """VCF 4.2 header whose sample column is the MRN and whose meta lines name the patient."""
     header = pysam.VariantHeader()
     for line in (f"##fileDate={file_date:%Y%m%d}", "##source=seqlife-synth",
@@ -629,21 +634,20 @@ def _write_vcf(
     sample_id: str,
     mrn: str,
     name: str,
-    subject: dict[str, object],
+    subject: Row,
     rng: np.random.Generator,
     count: int,
 ) -> None:
     """BGZF VCF with sorted single-sample records, then its tabix index."""
-    sequenced = subject["sequencing_date"]
-    assert isinstance(sequenced, date)
-    header = _vcf_header(sample_id, mrn, name, sequenced)
+    header = _vcf_header(sample_id, mrn, name, subject["sequencing_date"])
     with pysam.VariantFile(str(path), "wz", header=header) as vcf:
         for contig, start in _random_loci(rng, count, 10):
             ref, alt = _alleles(rng)
             genotype = _GENOTYPES[rng.choice(3, p=(0.6, 0.3, 0.1))]
             depth = int(rng.integers(10, 80))
+            quality = round(float(rng.uniform(30, 3000)), 1)
             record = vcf.new_record(contig=CONTIGS[contig][0], start=start, alleles=(ref, alt),
-                                    qual=round(float(rng.uniform(30, 3000)), 1), filter="PASS")  # fmt: skip
+                                    qual=quality, filter="PASS")  # fmt: skip
             if rng.random() < 0.3:
                 record.id = f"rs{rng.integers(10**6, 10**9)}"
             record.info["DP"] = depth

@@ -31,6 +31,7 @@ os.environ.update({
     "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
 })
 os.environ.pop("PREFECT_API_URL", None)
+(_SESSION_TMP / "prefect").mkdir()  # Prefect's ephemeral server will not create its parent
 
 PG_ADMIN_DSN = os.environ.get("SEQLIFE_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 PG_URL_BASE = os.environ.get("SEQLIFE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")

@@ -1,0 +1,282 @@
+"""Collect core: formats recognised by content, every record parsed, tables held to their schema,
+every subject linked to a covering consent (GB/T 39725 §7 a–b, §11.3.4.4 a; RARE §4.9; SEQ §5)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seqlife import collect
+from seqlife.exceptions import (
+    CollectError,
+    ConsentMissing,
+    ConsentScopeError,
+    MalformedFile,
+    SchemaMismatch,
+    UnknownFormat,
+)
+
+POLICY = collect.load_collect_policy()
+RECORD = b"@r1\nACGTN\n+\nIIIII\n"
+
+
+def fastq_gz(path: Path, body: bytes) -> Path:
+    path.write_bytes(gzip.compress(body, mtime=0))
+    return path
+
+
+# --- formats ---------------------------------------------------------------------------------
+
+
+def test_formats_are_recognised_by_content_not_name(cohort_template: Path, tmp_path: Path) -> None:
+    """A VCF renamed .txt is still a VCF; a FASTQ named .bam is still a FASTQ."""
+    vcf = next((cohort_template / "seq").glob("*.vcf.gz"))
+    bam = next((cohort_template / "seq").glob("*.bam"))
+    fq = next((cohort_template / "seq").glob("*.fastq.gz"))
+    for source, name, expected in ((vcf, "x.txt", "vcf"), (bam, "y.dat", "bam"),
+                                   (fq, "z.bam", "fastq")):
+        target = tmp_path / name
+        shutil.copy(source, target)
+        assert collect.sniff_format(target, name) == expected
+
+
+def test_unknown_content_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.fastq"
+    path.write_text("not sequencing data\n")
+    with pytest.raises(UnknownFormat, match="not FASTQ, BAM, CRAM, VCF"):
+        collect.sniff_format(path, "notes.fastq")
+
+
+def test_valid_fastq_counts_records_and_hashes_the_file(tmp_path: Path) -> None:
+    path = fastq_gz(tmp_path / "a.fq.gz", RECORD * 3)
+    check = collect.check_fastq(path, "a.fq.gz")
+    assert check.records == 3
+    assert check.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert check.size == path.stat().st_size
+
+
+def test_fastq_records_split_across_read_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(collect, "FASTQ_BLOCK", 7)  # every record straddles a block boundary
+    path = fastq_gz(tmp_path / "a.fq.gz", RECORD * 50)
+    assert collect.check_fastq(path, "a.fq.gz").records == 50
+
+
+def test_multi_member_gzip_fastq_is_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "cat.fq.gz"
+    path.write_bytes(gzip.compress(RECORD * 2) + gzip.compress(RECORD * 3))
+    assert collect.check_fastq(path, "cat.fq.gz").records == 5
+
+
+@pytest.mark.parametrize("body, problem", [
+    (RECORD + b"r2\nACGT\n+\nIIII\n", "record 2: header line does not start with '@'"),
+    (RECORD + b"@r2\nACGT\n-\nIIII\n", "record 2: separator line"),
+    (RECORD + b"@r2\nACXT\n+\nIIII\n", "record 2: sequence is empty or holds characters"),
+    (RECORD + b"@r2\nACGT\n+\nIII\n", "record 2: sequence and quality lengths differ"),
+    (RECORD + b"@r2\nACGT\n+\nII I\n", "record 2: quality string"),
+    (RECORD + b"@r2\nACGT\n", "ends inside record 2"),
+    (b"", "no records"),
+])
+def test_malformed_fastq_names_the_record_and_problem(tmp_path: Path, body: bytes, problem: str) -> None:
+    path = fastq_gz(tmp_path / "bad.fq.gz", body)
+    with pytest.raises(MalformedFile, match=problem):
+        collect.check_fastq(path, "bad.fq.gz")
+
+
+def test_truncated_gzip_fastq_is_refused(tmp_path: Path) -> None:
+    data = gzip.compress(RECORD * 2000)
+    path = tmp_path / "cut.fq.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MalformedFile, match="truncated or corrupt"):
+        collect.check_fastq(path, "cut.fq.gz")
+
+
+@given(st.lists(st.tuples(st.text("ACGTN", min_size=1, max_size=30),
+                          st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126),
+                                  min_size=30, max_size=30)), min_size=1, max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_any_wellformed_fastq_validates(tmp_path_factory: pytest.TempPathFactory,
+                                        reads: list[tuple[str, str]]) -> None:
+    body = b"".join(f"@read{i}\n{seq}\n+\n{qual[:len(seq)]}\n".encode()
+                    for i, (seq, qual) in enumerate(reads))
+    path = fastq_gz(tmp_path_factory.mktemp("fq") / "p.fq.gz", body)
+    assert collect.check_fastq(path, "p.fq.gz").records == len(reads)
+
+
+def test_bam_and_vcf_report_the_sample_named_inside(cohort_template: Path) -> None:
+    samples = {row["sample_id"]: row["mrn"] for row in
+               collect.read_table(cohort_template / "samples.csv", collect.load_schema("samples"),
+                                  "samples.csv").to_pylist()}
+    bam = next((cohort_template / "seq").glob("*.bam"))
+    check = collect.check_bam(bam, bam.name)
+    assert check.format == "bam" and check.records > 0
+    assert check.inner_samples == (samples[bam.name.split(".")[0]],)
+    assert check.inner_samples[0] not in repr(check)  # identifiers never reach logs
+
+
+@pytest.mark.parametrize("pattern", ["*.bam", "*.vcf.gz"])
+def test_truncated_bam_and_vcf_are_refused(cohort_template: Path, tmp_path: Path, pattern: str) -> None:
+    source = next((cohort_template / "seq").glob(pattern))
+    data = source.read_bytes()
+    cut = tmp_path / source.name
+    cut.write_bytes(data[: len(data) - 40])
+    with pytest.raises(MalformedFile, match="truncated"):
+        collect.check_sequencing_file(cut, cut.name, ["bam", "vcf"])
+
+
+def test_vcf_with_a_broken_record_is_refused(cohort_template: Path, tmp_path: Path) -> None:
+    source = next((cohort_template / "seq").glob("*.vcf.gz"))
+    lines = gzip.decompress(source.read_bytes()).split(b"\n")
+    body = next(i for i, line in enumerate(lines) if line and not line.startswith(b"#"))
+    lines[body] = b"chr1\tnot-a-position\t.\tA\tG\t.\tPASS\t.\tGT\t0/1"
+    path = tmp_path / "broken.vcf"
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(MalformedFile, match="VCF"):
+        collect.check_vcf(path, "broken.vcf")
+
+
+def test_format_outside_policy_is_refused(tmp_path: Path) -> None:
+    path = fastq_gz(tmp_path / "a.fq.gz", RECORD)
+    with pytest.raises(CollectError, match="not accepted at intake"):
+        collect.check_sequencing_file(path, "a.fq.gz", ["bam"])
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+
+def test_table_with_missing_column_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "consents.csv"
+    path.write_text("mrn,scope,signed_on\nMR00000001,research,2020-01-01\n")
+    with pytest.raises(SchemaMismatch, match=r"missing column\(s\) \['withdrawn_on'\]"):
+        collect.read_table(path, collect.load_schema("consents"), "consents.csv")
+
+
+def test_unparseable_value_names_column_and_row_but_not_the_value(tmp_path: Path) -> None:
+    path = tmp_path / "consents.csv"
+    path.write_text("mrn,scope,signed_on,withdrawn_on\nMR00000001,research,2020-01-01,\n"
+                    "MR00000002,research,13812345678,\n")
+    with pytest.raises(SchemaMismatch) as caught:
+        collect.read_table(path, collect.load_schema("consents"), "consents.csv")
+    assert "signed_on" in caught.value.message
+    assert "13812345678" not in caught.value.message
+
+
+def test_required_value_missing_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "consents.csv"
+    path.write_text("mrn,scope,signed_on,withdrawn_on\nMR00000001,,2020-01-01,\n")
+    with pytest.raises(SchemaMismatch, match="required column 'scope' is empty in 1 row"):
+        collect.read_table(path, collect.load_schema("consents"), "consents.csv")
+
+
+def test_parquet_output_is_deterministic(tmp_path: Path) -> None:
+    table = pa.table({"a": [1, 2], "b": ["x", "y"]})
+    collect.write_parquet(table, tmp_path / "1.parquet")
+    collect.write_parquet(table, tmp_path / "2.parquet")
+    assert (tmp_path / "1.parquet").read_bytes() == (tmp_path / "2.parquet").read_bytes()
+
+
+# --- consent and linking (GB/T 39725 §7 a–b; RARE §4.9) -----------------------------------------
+
+
+SCOPES = POLICY["scenario_scopes"]
+
+
+@pytest.mark.parametrize("records, scenario, expected", [
+    ([], "research", "missing"),
+    ([("clinical", None)], "research", "not_covered"),
+    ([("research", None)], "research", "covered"),
+    ([("broad", None)], "research", "covered"),
+    ([("research", date(2024, 1, 1))], "research", "withdrawn"),
+    ([("research", date(2024, 1, 1)), ("broad", None)], "research", "covered"),
+    ([("clinical", None)], "clinical", "covered"),
+])
+def test_consent_status(records, scenario, expected) -> None:
+    consents = [collect.ConsentRecord(scope, date(2020, 1, 1), withdrawn) for scope, withdrawn in records]
+    assert collect.consent_status(consents, scenario, SCOPES) == expected
+
+
+def _tables(consent_rows: list[tuple[str, str, str | None]]):
+    samples = pa.table({"sample_id": ["SMP000001", "SMP000002"], "mrn": ["MR00000001", "MR00000002"],
+                        "assay": ["WGS", "WGS"], "fastq": ["seq/a.fq.gz", "seq/b.fq.gz"],
+                        "bam": [None, None], "vcf": [None, None]})
+    consents = pa.table({
+        "mrn": [r[0] for r in consent_rows], "scope": [r[1] for r in consent_rows],
+        "signed_on": pa.array([date(2020, 1, 1)] * len(consent_rows), pa.date32()),
+        "withdrawn_on": pa.array([date(2024, 1, 1) if r[2] else None for r in consent_rows],
+                                 pa.date32())})
+    clinical = pa.table({"mrn": ["MR00000001", "MR00000002"]})
+    return samples, consents, clinical
+
+
+def test_plan_links_files_and_leaves_out_withdrawn_subjects() -> None:
+    samples, consents, clinical = _tables([("MR00000001", "research", None),
+                                           ("MR00000002", "broad", "withdrawn")])
+    plan = collect.plan_collection(samples, consents, clinical, "research", POLICY,
+                                   {"seq/a.fq.gz", "seq/b.fq.gz"})
+    assert [f.path for f in plan.files] == ["seq/a.fq.gz"]
+    assert plan.excluded_subjects == {"MR00000002"}
+    assert collect.keep_subjects(clinical, plan.included_subjects).num_rows == 1
+
+
+def test_subject_without_consent_stops_the_plan_without_naming_the_subject() -> None:
+    samples, consents, clinical = _tables([("MR00000001", "research", None)])
+    with pytest.raises(ConsentMissing, match="GB/T 39725 §7 a") as caught:
+        collect.plan_collection(samples, consents, clinical, "research", POLICY,
+                                {"seq/a.fq.gz", "seq/b.fq.gz"})
+    assert "MR00000002" not in caught.value.message
+
+
+def test_consent_that_does_not_cover_the_use_stops_the_plan() -> None:
+    samples, consents, clinical = _tables([("MR00000001", "research", None),
+                                           ("MR00000002", "clinical", None)])
+    with pytest.raises(ConsentScopeError, match="consented to 'clinical' use only"):
+        collect.plan_collection(samples, consents, clinical, "research", POLICY,
+                                {"seq/a.fq.gz", "seq/b.fq.gz"})
+
+
+def test_delivered_file_not_in_the_sample_sheet_is_refused() -> None:
+    samples, consents, clinical = _tables([("MR00000001", "research", None),
+                                           ("MR00000002", "research", None)])
+    with pytest.raises(CollectError, match="not listed in the sample sheet"):
+        collect.plan_collection(samples, consents, clinical, "research", POLICY,
+                                {"seq/a.fq.gz", "seq/b.fq.gz", "seq/stray.bam"})
+
+
+def test_listed_file_not_delivered_is_refused() -> None:
+    samples, consents, clinical = _tables([("MR00000001", "research", None),
+                                           ("MR00000002", "research", None)])
+    with pytest.raises(CollectError, match="not delivered"):
+        collect.plan_collection(samples, consents, clinical, "research", POLICY, {"seq/a.fq.gz"})
+
+
+def test_inner_sample_must_match_the_sample_sheet() -> None:
+    planned = collect.PlannedFile("seq/a.bam", "bam", "SMP000001", "MR00000001")
+    ok = collect.FileCheck("seq/a.bam", "bam", 1, "0" * 64, 1, ("MR00000001",))
+    collect.check_inner_sample(ok, planned)
+    wrong = collect.FileCheck("seq/a.bam", "bam", 1, "0" * 64, 1, ("MR00000009",))
+    with pytest.raises(CollectError, match="may belong to another patient") as caught:
+        collect.check_inner_sample(wrong, planned)
+    assert "MR0000000" not in caught.value.message
+
+
+def test_surrogate_is_keyed_and_stable() -> None:
+    """GB/T 39725 §10.2 f: the surrogate cannot be recomputed without the controller's secret."""
+    a = collect.subject_surrogate(b"k" * 32, "MR00000001")
+    assert a == collect.subject_surrogate(b"k" * 32, "MR00000001")
+    assert a != collect.subject_surrogate(b"j" * 32, "MR00000001")
+    assert a.startswith("S-") and "MR00000001" not in a
+
+
+def test_content_digest_ignores_order_but_not_content() -> None:
+    e1 = collect.ManifestEntry("a", "fastq", "fastq", 1, "1" * 64, 1, None, None)
+    e2 = collect.ManifestEntry("b", "bam", "bam", 1, "2" * 64, 1, None, None)
+    changed = collect.ManifestEntry("b", "bam", "bam", 1, "3" * 64, 1, None, None)
+    assert collect.content_digest([e1, e2]) == collect.content_digest([e2, e1])
+    assert collect.content_digest([e1, e2]) != collect.content_digest([e1, changed])
