@@ -18,10 +18,12 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)          ## install, then run the whole lifecycle on a synthetic cohort
 	$(VENV)/bin/seqlife demo
 
-test: $(STAMP)          ## install, then run the default test suite (slow scale tests excluded)
+test: $(STAMP)          ## install, start PostgreSQL if down, run the default suite (no slow tests)
+	bash .ci/services
 	$(PY) -m pytest -p no:cacheprovider
 
 test-all: $(STAMP)      ## the default suite plus the slow scale tests
+	bash .ci/services
 	$(PY) -m pytest -p no:cacheprovider -m ""
 
 bench: $(STAMP)         ## performance ratios against reference tools (not part of the tests)

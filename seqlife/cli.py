@@ -26,17 +26,23 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _prepare_prefect(settings: Settings) -> None:
-    """Prefect runs ephemeral, with its home under ours; no server is started by hand."""
+def _prepare_prefect(settings: Settings, verbose: bool) -> None:
+    """Prefect runs ephemeral, with its home under ours; no server is started by hand.
+
+    Unless --verbose, engine logs are silenced: a refusal is printed once, in steward words, and
+    kept in the audit trail and in the flow run's state, not as a wall of tracebacks.
+    """
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
     # Prefect's ephemeral server dies silently (and the client waits out its start-up timeout)
     # when the parent of its home does not exist yet.
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    quiet = "WARNING" if verbose else "CRITICAL"
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", quiet)
+    os.environ.setdefault("PREFECT_LOGGING_ROOT_LEVEL", quiet)
     # The temporary API server logs harmless cancellation tracebacks when it shuts down.
-    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", quiet)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -166,6 +172,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                              f"{len(first['excluded_subjects'])} left out (consent withdrawn)"))
     again = collect_flow(str(cohort), "demo-cohort")
     steps.append(("collect again", f"v{again['version']}, new version created: {again['created']}"))
+    steps.append(("collect damaged copy", _collect_damaged(cohort, collect_flow)))
     report = build_resources(settings).audit.verify()
     steps.append(("audit verify", f"{'intact' if report.ok else 'BROKEN'}: {report.count} records,"
                                   f" head {report.head_hash[:16]}"))
@@ -181,7 +188,24 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"Done in {elapsed:.1f} s. Catalog, store and keys under {settings.home}")
 
     _emit(args, payload, render)
-    return 0 if report.ok and not again["created"] else 1
+    refused = steps[3][1].startswith("refused")
+    return 0 if report.ok and not again["created"] and refused else 1
+
+
+def _collect_damaged(cohort: Path, collect_flow: Callable[..., dict]) -> str:
+    """Show bad input handled: a truncated BAM is refused, audited, and stores nothing."""
+    damaged = cohort.parent / "damaged"
+    shutil.rmtree(damaged, ignore_errors=True)
+    shutil.copytree(cohort, damaged)
+    bam = sorted((damaged / "seq").glob("*.bam"))[0]
+    bam.write_bytes(bam.read_bytes()[:-40])
+    try:
+        collect_flow(str(damaged), "demo-cohort")
+    except SeqlifeError as exc:
+        return f"refused as expected ({type(exc).__name__}): {exc.message.split('. ')[0]}"
+    finally:
+        shutil.rmtree(damaged, ignore_errors=True)
+    return "NOT refused: a truncated file was accepted"
 
 
 # --- parser ----------------------------------------------------------------------------------
@@ -207,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Environment variables:\n" + env_help,
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the workflow engine's own logs (Prefect) on stderr")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print machine-readable JSON")
@@ -257,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        _prepare_prefect(settings)
+        _prepare_prefect(settings, args.verbose)
         return args.handler(args, settings)
     except SeqlifeError as exc:
         if args.json:

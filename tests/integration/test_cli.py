@@ -1,0 +1,74 @@
+"""The `seqlife` command as an operator uses it: a fresh home, real subprocesses, --json output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import text
+
+from infra.catalog import make_engine
+
+
+def seqlife(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEQLIFE_", "PREFECT_"))}
+    env["SEQLIFE_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "seqlife.cli", *args], env=env, text=True,
+                          capture_output=True, timeout=600)
+
+
+def test_help_documents_every_environment_variable(tmp_path: Path) -> None:
+    out = seqlife(tmp_path, "--help").stdout
+    for name in ("SEQLIFE_HOME", "SEQLIFE_DB_URL", "SEQLIFE_STORE_URL", "SEQLIFE_S3_ENDPOINT_URL",
+                 "SEQLIFE_KEYSTORE_DIR"):
+        assert name in out
+
+
+def test_usage_error_exits_2(tmp_path: Path) -> None:
+    assert seqlife(tmp_path, "collect").returncode == 2
+
+
+def test_demo_runs_the_lifecycle_from_an_empty_home(tmp_path: Path) -> None:
+    """The README's first command: no server started by hand, embedded defaults only."""
+    home = tmp_path / "fresh"
+    result = seqlife(home, "demo", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads(result.stdout)
+    assert payload["audit_ok"] is True
+    assert payload["collect"]["created"] is True and payload["collect"]["files"] > 0
+    assert payload["steps"]["collect damaged copy"].startswith("refused as expected")
+    assert (home / "catalog.db").exists() and (home / "store" / "objects").is_dir()
+    assert (home / "keys").is_dir() and not (home / "store" / "keys").exists()
+    listing = json.loads(seqlife(home, "datasets", "--json").stdout)
+    assert [v["version"] for v in listing["versions"]] == [1]
+
+
+def test_audit_verify_names_the_first_broken_record(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    from infra.audit import AuditLog
+    from infra.catalog import upgrade
+
+    home.mkdir()
+    engine = make_engine(f"sqlite:///{home / 'catalog.db'}")
+    upgrade(engine)
+    log = AuditLog(engine, "alice", "steward")
+    for n in range(4):
+        log.append("collect.register", f"dataset:d{n}", "ok")
+    assert seqlife(home, "audit", "verify", "--json").returncode == 0
+    with engine.begin() as connection:
+        connection.execute(text("DROP TRIGGER audit_events_no_update"))
+        connection.execute(text("UPDATE audit_events SET object = 'dataset:other' WHERE seq = 3"))
+    engine.dispose()
+    result = seqlife(home, "audit", "verify", "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["first_bad_seq"] == 3 and "changed" in report["problem"]
+
+
+def test_synth_json_summary(tmp_path: Path) -> None:
+    result = seqlife(tmp_path, "synth", str(tmp_path / "c"), "--subjects", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["subjects"] == 5
