@@ -331,9 +331,17 @@ def consent_status(records: list[ConsentRecord], scenario: str,
     return "covered"
 
 
+_HEX_TO_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijkmnpqr")
+
+
 def subject_surrogate(secret: bytes, subject_key: str) -> str:
-    """Keyed surrogate for a subject: stable per project secret, useless without it (§10.2 f)."""
-    return "S-" + hmac.new(secret, subject_key.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
+    """Keyed surrogate for a subject: stable per project secret, useless without it (§10.2 f).
+
+    96 bits written in letters only, so no run of digits in a surrogate can ever look like a
+    phone or ID number to the identifier guards.
+    """
+    digest = hmac.new(secret, subject_key.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
+    return "S-" + digest.translate(_HEX_TO_LETTERS)
 
 
 @dataclass(frozen=True)

@@ -272,6 +272,16 @@ def test_surrogate_is_keyed_and_stable() -> None:
     assert a == collect.subject_surrogate(b"k" * 32, "MR00000001")
     assert a != collect.subject_surrogate(b"j" * 32, "MR00000001")
     assert a.startswith("S-") and "MR00000001" not in a
+    assert not any(ch.isdigit() for ch in a)  # never mistaken for a phone or ID number
+
+
+@given(st.binary(min_size=32, max_size=32), st.text(min_size=1, max_size=20))
+@settings(max_examples=300, deadline=None)
+def test_surrogates_never_trip_the_identifier_guard(secret: bytes, key: str) -> None:
+    """Regression: a hex surrogate once held 11 digits in a row and was refused as a phone number."""
+    from seqlife.audit import contains_identifier
+
+    assert not contains_identifier(f"subject:{collect.subject_surrogate(secret, key)}")
 
 
 def test_content_digest_ignores_order_but_not_content() -> None:
