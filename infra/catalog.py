@@ -12,7 +12,10 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
+    JSON,
     BigInteger,
+    Boolean,
+    Float,
     Date,
     DateTime,
     Engine,
@@ -132,6 +135,48 @@ class AuditEvent(Base):
     policy_hash: Mapped[str] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class Classification(Base):
+    """A classification proposal for one dataset version; a steward approves it (GB/T 39725 App. F)."""
+
+    __tablename__ = "classifications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"))
+    status: Mapped[str] = mapped_column(String(20))  # proposed | approved | superseded
+    content_digest: Mapped[str] = mapped_column(String(64))
+    policy_hash: Mapped[str] = mapped_column(String(64))
+    labels: Mapped[dict] = mapped_column(JSON)
+    proposed_by: Mapped[str] = mapped_column(String(200))
+    proposed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    approved_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    labels_key: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    dataset_version: Mapped[DatasetVersion] = relationship()
+    fields: Mapped[list["ClassificationField"]] = relationship(
+        back_populates="classification", order_by="ClassificationField.id")
+
+
+class ClassificationField(Base):
+    """The label of one column or header field, with its evidence (counts only, never values)."""
+
+    __tablename__ = "classification_fields"
+    __table_args__ = (UniqueConstraint("classification_id", "file", "field"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    classification_id: Mapped[int] = mapped_column(ForeignKey("classifications.id"))
+    file: Mapped[str] = mapped_column(String(500))
+    field: Mapped[str] = mapped_column(String(200))
+    identifier: Mapped[str] = mapped_column(String(20))
+    category: Mapped[str] = mapped_column(String(40))
+    grade: Mapped[int] = mapped_column(Integer)
+    detector: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    confidence: Mapped[float] = mapped_column(Float)
+    share: Mapped[float] = mapped_column(Float)
+    sampled: Mapped[int] = mapped_column(Integer)
+    name_hint: Mapped[bool] = mapped_column(Boolean)
+    note: Mapped[str] = mapped_column(Text)
+    override_reason: Mapped[str] = mapped_column(Text)
+    classification: Mapped[Classification] = relationship(back_populates="fields")
 
 
 def make_engine(db_url: str) -> Engine:

@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -21,6 +21,9 @@ from rich.table import Table
 
 from seqlife.exceptions import SeqlifeError
 from seqlife.settings import ENVIRONMENT_VARIABLES, Settings
+
+if TYPE_CHECKING:
+    from seqlife.classify.labels import Override
 
 console = Console()
 err_console = Console(stderr=True)
@@ -90,6 +93,77 @@ def _render_collect(result: dict[str, Any]) -> None:
                   f"{result['subjects']} subjects, {len(result['excluded_subjects'])} left out "
                   "(consent withdrawn)")
     console.print(f"manifest sha256 {result['manifest_sha256']}")
+
+
+def cmd_classify(args: argparse.Namespace, settings: Settings) -> int:
+    """Propose labels (dataset or file), or approve the current proposal as a steward."""
+    if args.target == "approve":
+        return _classify_approve(args, settings)
+    if args.dataset:
+        raise SystemExit("seqlife classify: a second argument is only taken after 'approve'")
+    path = Path(args.target)
+    if path.exists():
+        from seqlife.classify.detectors import load_detectors
+        from seqlife.classify.labels import classify_file, load_classify_policy
+
+        fields, summary = classify_file(path, load_detectors(), load_classify_policy())
+        result = {"file": str(path), "status": "not stored (file outside the catalog)",
+                  "labels": summary.__dict__, "fields": [f.__dict__ for f in fields]}
+    else:
+        from flows.classify import classify_flow
+
+        result = classify_flow(args.target, args.version)
+    _emit(args, result, lambda: _render_classification(result))
+    return 0
+
+
+def _classify_approve(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.resources import build_resources
+    from seqlife.classify.labels import load_classify_policy
+    from tasks.classify import approve
+
+    if not args.dataset:
+        raise SystemExit("seqlife classify approve: name the dataset to approve")
+    overrides = [_parse_override(text, args.reason or "") for text in args.override or []]
+    result = approve(build_resources(settings), args.dataset, args.version, overrides,
+                     load_classify_policy())
+    _emit(args, result, lambda: console.print(
+        f"[green]Approved[/] {result['dataset']} v{result['version']}: grade "
+        f"{result['labels']['grade']}, tier {result['labels']['tier']}, labels at "
+        f"{result['labels_key']}"))
+    return 0
+
+
+def _parse_override(text: str, reason: str) -> "Override":
+    """FILE:FIELD=GRADE[:IDENTIFIER], e.g. tables/clinical.parquet:note=3:quasi."""
+    from seqlife.classify.labels import Override
+
+    target, _, value = text.rpartition("=")
+    file, _, field = target.rpartition(":")
+    grade_text, _, identifier = value.partition(":")
+    if not file or not field or not grade_text.isdigit():
+        raise SystemExit(f"seqlife classify approve: cannot read override '{text}' "
+                         "(expected FILE:FIELD=GRADE[:IDENTIFIER])")
+    return Override(file, field, int(grade_text), identifier or None, reason)
+
+
+def _render_classification(result: dict[str, Any]) -> None:
+    labels = result["labels"]
+    table = Table("file", "field", "identifier", "category", "grade", "evidence",
+                  title=f"classification ({result['status']})")
+    for f in result["fields"]:
+        evidence = (f"{f['detector']} {f['share']:.0%} of {f['sampled']}"
+                    + (" + name" if f["name_hint"] else "")) if f["detector"] else ""
+        table.add_row(f["file"], f["field"], f["identifier"], f["category"], str(f["grade"]),
+                      "; ".join(x for x in (evidence, f["note"]) if x))
+    console.print(table)
+    console.print(
+        f"dataset: grade [bold]{labels['grade']}[/], tier {labels['tier']}, "
+        f"{labels['confidentiality']}, identifiable={labels['identifiable']}, "
+        f"kind={labels['data_kind']} (shareable={labels['shareable']}), "
+        f"important data={labels['important_data']}, special-disease rows="
+        f"{labels['special_disease_rows']}; allowed sharing: "
+        f"{', '.join(labels['sharing_forms']) or 'none'}")
 
 
 def cmd_datasets(args: argparse.Namespace, settings: Settings) -> int:
@@ -173,6 +247,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     again = collect_flow(str(cohort), "demo-cohort")
     steps.append(("collect again", f"v{again['version']}, new version created: {again['created']}"))
     steps.append(("collect damaged copy", _collect_damaged(cohort, collect_flow)))
+    steps.append(("classify + approve", _classify_and_approve(settings, "demo-cohort")))
     report = build_resources(settings).audit.verify()
     steps.append(("audit verify", f"{'intact' if report.ok else 'BROKEN'}: {report.count} records,"
                                   f" head {report.head_hash[:16]}"))
@@ -190,6 +265,25 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     _emit(args, payload, render)
     refused = steps[3][1].startswith("refused")
     return 0 if report.ok and not again["created"] and refused else 1
+
+
+def _classify_and_approve(settings: Settings, dataset: str) -> str:
+    """Propose labels, approve them as the steward, and pass the gate later stages use."""
+    from dataclasses import replace
+
+    from flows.classify import classify_flow
+    from infra.resources import build_resources
+    from seqlife.classify.labels import load_classify_policy
+    from tasks.classify import approve, require_approved_classification
+
+    proposal = classify_flow(dataset)
+    steward = build_resources(replace(settings, role="steward"))
+    approve(steward, dataset, None, [], load_classify_policy())
+    labels = require_approved_classification.fn(steward, dataset, None, "demo")
+    direct = sum(1 for f in proposal["fields"] if f["identifier"] == "direct")
+    return (f"{len(proposal['fields'])} fields ({direct} direct identifiers); grade "
+            f"{labels['grade']}, tier {labels['tier']}, {labels['special_disease_rows']} "
+            f"special-disease rows; approved by steward; gate passes")
 
 
 def _collect_damaged(cohort: Path, collect_flow: Callable[..., dict]) -> str:
@@ -263,6 +357,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="use the consent must cover (default research)")
     collect.add_argument("--owner", help="named owner of the dataset (default SEQLIFE_ACTOR)")
     collect.set_defaults(handler=cmd_collect)
+
+    classify = commands.add_parser(
+        "classify", help="propose labels for a dataset or file; `classify approve` as steward",
+        description="seqlife classify TARGET: TARGET is a dataset name (a proposal is stored and "
+                    "audited) or a file path (CSV, Parquet, FASTQ, BAM, VCF; labels printed only).\n"
+                    "seqlife classify approve DATASET [--override FILE:FIELD=GRADE[:IDENTIFIER] "
+                    "--reason TEXT]: approve the current proposal (role steward).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    classify.add_argument("target", help="dataset name, file path, or 'approve'")
+    classify.add_argument("dataset", nargs="?", help="with 'approve': the dataset to approve")
+    classify.add_argument("--version", type=int, help="dataset version (default the latest)")
+    classify.add_argument("--override", action="append",
+                          help="with 'approve': FILE:FIELD=GRADE[:IDENTIFIER]; repeatable")
+    classify.add_argument("--reason", help="with --override: why the steward changed the label")
+    classify.set_defaults(handler=cmd_classify)
 
     datasets = commands.add_parser("datasets", help="list datasets and their versions")
     datasets.set_defaults(handler=cmd_datasets)

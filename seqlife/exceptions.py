@@ -163,3 +163,42 @@ class ConsentScopeError(PolicyViolation):
             scope=scope,
             scenario=scenario,
         )
+
+
+# --- classify -------------------------------------------------------------------------------
+
+
+class ClassificationError(SeqlifeError):
+    """Classification could not be proposed, approved or overridden as asked."""
+
+    stage = "classify"
+
+
+class ClassificationMissing(ClassificationError):
+    """The next stage needs a classification and there is none (GB/T 39725 App. F)."""
+
+    def __init__(self, dataset: str) -> None:
+        super().__init__(
+            f"{dataset} has not been classified. Run `seqlife classify {dataset}` and have a "
+            "steward approve the proposal before this step (GB/T 39725 §6.2, App. F).",
+            dataset=dataset)
+
+
+class ClassificationNotApproved(ClassificationError):
+    """A proposal exists but no steward has approved it."""
+
+    def __init__(self, dataset: str) -> None:
+        super().__init__(
+            f"The classification of {dataset} is proposed but not approved. A steward must "
+            f"review it (`seqlife classify approve {dataset}`) before this step (GB/T 39725 App. F).",
+            dataset=dataset)
+
+
+class ClassificationStale(ClassificationError):
+    """The approved classification describes other content than the version now stored."""
+
+    def __init__(self, dataset: str) -> None:
+        super().__init__(
+            f"The approved classification of {dataset} was made for different content; classify "
+            "and approve the current version again before this step.",
+            dataset=dataset)

@@ -1,0 +1,319 @@
+"""Classify: from detector findings to labels — identifier type, category, sensitivity grade,
+research tier, confidentiality, identifiability, data kind, important-data flag, and the controls
+the grade selects (GB/T 39725 §6.1–6.2, §8.1 Table 3, §11.1.2.3; RARE §3.2.4, §3.5; SEQ §7.3.1).
+
+Plain functions on plain data; the rules themselves live in ``data_catalog/policies/classify.yaml``.
+"""
+
+from __future__ import annotations
+
+import csv
+import zlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable, Mapping, Sequence
+
+from seqlife.classify.detectors import DetectorSet, Finding, best_finding, detect_column
+from seqlife.exceptions import ClassificationError, ClassificationMissing, ClassificationNotApproved, ClassificationStale
+from seqlife.policy import DATA_CATALOG, Policy, load_policy
+
+REQUIRED_RULES = frozenset({
+    "categories", "detector_labels", "unclassified", "genomic_content", "identifying_header_fields",
+    "standard_vcf_meta", "special_disease_grade", "tier_by_grade", "confidentiality_by_grade",
+    "important_data", "controls_by_grade", "sample_size"})
+ICD10_REFERENCE = DATA_CATALOG / "reference" / "icd10.csv"
+HEADER_PREFIX_BYTES = 8 << 20  # a header larger than this is refused rather than read unbounded
+
+
+def load_classify_policy() -> Policy:
+    return load_policy("classify", REQUIRED_RULES)
+
+
+@dataclass(frozen=True)
+class FieldLabel:
+    """The label of one column or header field, with the evidence behind it (counts, never values)."""
+
+    file: str
+    field: str
+    identifier: str
+    category: str
+    grade: int
+    detector: str | None = None
+    confidence: float = 0.0
+    share: float = 0.0
+    sampled: int = 0
+    name_hint: bool = False
+    note: str = ""
+    override_reason: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetLabels:
+    """What the dataset as a whole is, and what that allows."""
+
+    grade: int
+    tier: str
+    confidentiality: str
+    categories: tuple[str, ...]
+    identifiable: bool
+    data_kind: str
+    shareable: bool
+    important_data: bool
+    genomic_subjects: int
+    special_disease_rows: int
+    special_groups: tuple[str, ...]
+    sharing_forms: tuple[str, ...]
+    deidentify_policy: str
+    review_years: int
+
+
+# --- columns ---------------------------------------------------------------------------------
+
+
+def label_from_finding(file: str, column: str, finding: Finding | None, policy: Policy) -> FieldLabel:
+    """Map the best detector finding of a column to its label; unknown columns stay for review."""
+    if finding is None:
+        rule = policy["unclassified"]
+        return FieldLabel(file, column, rule["identifier"], rule["category"], int(rule["grade"]),
+                          note="no detector recognised the content; review")
+    rule = policy["detector_labels"][finding.detector]
+    return FieldLabel(file, column, rule["identifier"], rule["category"], int(rule["grade"]),
+                      finding.detector, round(finding.confidence, 3), round(finding.share, 3),
+                      finding.sampled, finding.name_hint)
+
+
+def load_special_diseases(path: Path = ICD10_REFERENCE) -> dict[str, str]:
+    """ICD-10 code -> special-disease group (GB/T 39725 §11.1.2.3), from the reference table."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        return {row["code"]: row["special_group"] for row in csv.DictReader(handle)
+                if row["special_group"]}
+
+
+def special_disease_rows(codes: Iterable[object], special: Mapping[str, str]) -> tuple[int, tuple[str, ...]]:
+    """How many rows carry a special-disease code, and which groups (a code or its 3-char parent)."""
+    count, groups = 0, set()
+    for code in codes:
+        if code is None:
+            continue
+        text = str(code).strip().upper()
+        group = special.get(text) or special.get(text[:3])
+        if group:
+            count += 1
+            groups.add(group)
+    return count, tuple(sorted(groups))
+
+
+def label_table(file: str, columns: Mapping[str, Any], detectors: DetectorSet, policy: Policy,
+                special: Mapping[str, str]) -> tuple[list[FieldLabel], int, tuple[str, ...]]:
+    """Label every column by content; grade the ICD-10 column 5 where rows touch special diseases."""
+    labels, special_count, groups = [], 0, ()
+    for name, column in columns.items():
+        finding = best_finding(detect_column(name, column, detectors,
+                                             sample_size=int(policy["sample_size"])))
+        label = label_from_finding(file, name, finding, policy)
+        if label.detector == "icd10":
+            values = column.to_pylist() if hasattr(column, "to_pylist") else list(column)
+            special_count, groups = special_disease_rows(values, special)
+            if special_count:
+                label = replace(label, grade=int(policy["special_disease_grade"]),
+                                note=f"{special_count} row(s) touch special diseases "
+                                     f"({', '.join(groups)}); GB/T 39725 §11.1.2.3")
+        labels.append(label)
+    return labels, special_count, groups
+
+
+# --- sequencing file headers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Header:
+    """Header fields of a sequencing file: field name -> values. Values never leave the process."""
+
+    format: str
+    fields: Mapping[str, tuple[str, ...]] = field(repr=False)
+
+
+def _decompressed_prefix(stream: BinaryIO, limit: int) -> bytes:
+    """Inflate the start of a (multi-member) gzip/BGZF stream, or return plain bytes as they are."""
+    raw = stream.read(limit)
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    out, data = bytearray(), raw
+    while data and len(out) < limit:
+        inflater = zlib.decompressobj(31)
+        try:
+            out += inflater.decompress(data)
+        except zlib.error as exc:
+            raise ClassificationError("the compressed header of a sequencing file is corrupt") from exc
+        data = inflater.unused_data
+        if not inflater.eof:
+            break
+    return bytes(out)
+
+
+def read_header(stream: BinaryIO, file_format: str, label: str) -> Header:
+    """Parse the header of a BAM (binary header text), VCF (## lines and #CHROM) or FASTQ (first
+    read name) from the start of the stream only, so a 100 GB file costs a few megabytes."""
+    data = _decompressed_prefix(stream, HEADER_PREFIX_BYTES)
+    fields: dict[str, list[str]] = {}
+    if file_format == "bam":
+        if data[:4] != b"BAM\x01" or len(data) < 8:
+            raise ClassificationError(f"{label}: not a BAM header")
+        length = int.from_bytes(data[4:8], "little")
+        if 8 + length > len(data):
+            raise ClassificationError(f"{label}: BAM header larger than {HEADER_PREFIX_BYTES} bytes")
+        for line in data[8:8 + length].decode("utf-8", "replace").splitlines():
+            tag, *items = line.split("\t")
+            if tag == "@CO":
+                fields.setdefault("CO", []).append("\t".join(items))
+            for item in items if tag in ("@RG", "@PG") else ():
+                key, _, value = item.partition(":")
+                fields.setdefault(f"{tag[1:]}.{key}", []).append(value)
+    elif file_format == "vcf":
+        text = data.decode("utf-8", "replace")
+        end = text.find("\n#CHROM")
+        if end < 0:
+            raise ClassificationError(f"{label}: VCF header has no #CHROM line in its first "
+                                      f"{HEADER_PREFIX_BYTES} bytes")
+        lines = text[: text.find("\n", end + 1)].splitlines()
+        for line in lines:
+            if line.startswith("##"):
+                key = line[2:].split("=", 1)[0]
+                fields.setdefault(f"meta.{key}", []).append(line[2:].split("=", 1)[-1])
+            elif line.startswith("#CHROM"):
+                fields["samples"] = line.split("\t")[9:]
+    elif file_format == "fastq":
+        first = data.split(b"\n", 1)[0].decode("utf-8", "replace")
+        fields["read_name"] = [first[1:].split(" ")[0]]
+    return Header(file_format, {key: tuple(values) for key, values in fields.items()})
+
+
+def label_header(file: str, header: Header, detectors: DetectorSet, policy: Policy) -> list[FieldLabel]:
+    """Genomic content is never below grade 4; identifying header fields are listed as findings."""
+    rule = policy["genomic_content"]
+    labels = [FieldLabel(file, "sequence data", rule["identifier"], rule["category"],
+                         int(rule["grade"]), confidence=1.0, note="genomic content (RARE §3.2.4)")]
+    wanted = policy["identifying_header_fields"][header.format]
+    standard = set(policy["standard_vcf_meta"])
+    for name, values in sorted(header.fields.items()):
+        if header.format == "vcf" and name.startswith("meta."):
+            if name.removeprefix("meta.") in standard or "nonstandard_meta" not in wanted:
+                continue
+        elif name not in wanted:
+            continue
+        finding = best_finding(detect_column(name, list(values), detectors))
+        detected = finding is not None and finding.detector in policy["detector_labels"] and \
+            policy["detector_labels"][finding.detector]["identifier"] == "direct"
+        labels.append(FieldLabel(
+            file, name, "direct", "personal_attributes", 4,
+            finding.detector if detected else None, 1.0 if detected else 0.6,
+            finding.share if detected else 0.0, len(values), False,
+            note="identifier detected in header field" if detected
+            else "free-form header field that may carry identifiers; review"))
+    return labels
+
+
+# --- the dataset -----------------------------------------------------------------------------
+
+
+def summarise(fields: Sequence[FieldLabel], *, data_kind: str, genomic_subjects: int,
+              special_rows: int, special_groups: Sequence[str], policy: Policy) -> DatasetLabels:
+    """Dataset labels follow from its fields: the highest grade wins, genes and names identify."""
+    grade = max((f.grade for f in fields), default=1)
+    if special_rows:
+        grade = max(grade, int(policy["special_disease_grade"]))
+    controls = policy["controls_by_grade"][grade]
+    identifiable = any(f.identifier in ("direct", "genomic") for f in fields)
+    return DatasetLabels(
+        grade=grade,
+        tier=policy["tier_by_grade"][grade],
+        confidentiality=policy["confidentiality_by_grade"][grade],
+        categories=tuple(c for c in policy["categories"] if any(f.category == c for f in fields)),
+        identifiable=identifiable,
+        data_kind=data_kind,
+        shareable=data_kind == "research",
+        important_data=genomic_subjects >= int(policy["important_data"]["genomic_subjects_at_least"]),
+        genomic_subjects=genomic_subjects,
+        special_disease_rows=special_rows,
+        special_groups=tuple(special_groups),
+        sharing_forms=tuple(controls["sharing_forms"]),
+        deidentify_policy=str(controls["deidentify"]),
+        review_years=int(controls["review_years"]),
+    )
+
+
+@dataclass(frozen=True)
+class Override:
+    """A steward's correction of one field's label, with the reason (audited)."""
+
+    file: str
+    field: str
+    grade: int | None
+    identifier: str | None
+    reason: str
+
+
+def apply_overrides(fields: Sequence[FieldLabel], overrides: Sequence[Override],
+                    policy: Policy) -> list[FieldLabel]:
+    """Apply steward overrides; an override naming no existing field is refused."""
+    index = {(f.file, f.field): i for i, f in enumerate(fields)}
+    out = list(fields)
+    for override in overrides:
+        if not override.reason.strip():
+            raise ClassificationError(f"Override of {override.file}:{override.field} needs a reason.")
+        if override.grade is not None and not 1 <= override.grade <= 5:
+            raise ClassificationError("A sensitivity grade is between 1 and 5 (GB/T 39725 §6.2).")
+        position = index.get((override.file, override.field))
+        if position is None:
+            raise ClassificationError(f"No field {override.file}:{override.field} in this proposal.")
+        current = out[position]
+        out[position] = replace(
+            current, grade=override.grade if override.grade is not None else current.grade,
+            identifier=override.identifier or current.identifier, override_reason=override.reason)
+    return out
+
+
+def check_classification(status: str | None, classified_digest: str | None, content_digest: str,
+                         dataset: str) -> None:
+    """May the next stage use this dataset version? Only with an approved, current classification."""
+    if status is None:
+        raise ClassificationMissing(dataset)
+    if status != "approved":
+        raise ClassificationNotApproved(dataset)
+    if classified_digest != content_digest:
+        raise ClassificationStale(dataset)
+
+
+def classify_file(path: Path, detectors: DetectorSet, policy: Policy) -> tuple[list[FieldLabel], DatasetLabels]:
+    """Classify one file on disk (CSV, Parquet, FASTQ, BAM, VCF) by its content alone."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from seqlife.collect import sniff_format
+    from seqlife.exceptions import UnknownFormat
+
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    label = path.name
+    special_rows, groups, subjects = 0, (), 0
+    if magic == b"PAR1":
+        table = pq.read_table(path)
+    else:
+        try:
+            file_format = sniff_format(path, label)
+        except UnknownFormat:
+            file_format = "csv"
+        if file_format == "csv":
+            table = pacsv.read_csv(path)
+        else:
+            with open(path, "rb") as handle:
+                header = read_header(handle, file_format, label)
+            fields = label_header(label, header, detectors, policy)
+            subjects = len(header.fields.get("samples", ())) or 1
+            return fields, summarise(fields, data_kind="raw", genomic_subjects=subjects,
+                                     special_rows=0, special_groups=(), policy=policy)
+    fields, special_rows, groups = label_table(
+        label, {name: table.column(name) for name in table.column_names}, detectors, policy,
+        load_special_diseases())
+    return fields, summarise(fields, data_kind="raw", genomic_subjects=0,
+                             special_rows=special_rows, special_groups=groups, policy=policy)

@@ -1,0 +1,78 @@
+"""classify end to end on both backends: a stored proposal, steward approval with an audited
+override, labels written beside the data, and the gate refusing what is not approved."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from seqlife.exceptions import ClassificationMissing, ClassificationNotApproved, PolicyViolation
+
+pytestmark = pytest.mark.usefixtures("prefect_backend")
+
+
+@pytest.fixture
+def collected(resources, cohort: Path) -> str:
+    from flows.collect import collect_flow
+
+    collect_flow(str(cohort), "cohort-c")
+    return "cohort-c"
+
+
+def test_proposal_labels_every_column_and_header_field(resources, collected: str) -> None:
+    from flows.classify import classify_flow
+
+    result = classify_flow(collected)
+    fields = {(f["file"], f["field"]): f for f in result["fields"]}
+    assert fields[("tables/clinical.parquet", "id_number")]["detector"] == "resident_id"
+    assert fields[("tables/clinical.parquet", "mrn")]["identifier"] == "direct"
+    assert any(f["field"] == "RG.SM" for f in result["fields"])
+    labels = result["labels"]
+    assert labels["grade"] == 5 and labels["tier"] == "RIF"  # special diseases + identifiers
+    assert labels["data_kind"] == "raw" and not labels["shareable"]  # RARE §3.5
+    assert labels["identifiable"]
+    events = [(e.action, e.outcome) for e in resources.audit.entries()]
+    assert ("classify.propose", "proposed") in events
+
+
+def test_gate_refuses_until_a_steward_approves(resources, collected: str) -> None:
+    from flows.classify import classify_flow
+    from seqlife.classify.labels import Override, load_classify_policy
+    from tasks.classify import approve, require_approved_classification
+
+    with pytest.raises(ClassificationMissing, match="has not been classified"):
+        require_approved_classification.fn(resources, collected, None, "deidentify")
+    classify_flow(collected)
+    with pytest.raises(ClassificationNotApproved, match="proposed but not approved"):
+        require_approved_classification.fn(resources, collected, None, "deidentify")
+    refusals = [e for e in resources.audit.entries() if e.action == "deidentify.gate"]
+    assert [e.outcome for e in refusals] == ["refused", "refused"]
+
+    override = Override("tables/clinical.parquet", "lab_alt_u_l", 2, None, "lab values reviewed")
+    result = approve(resources, collected, None, [override], load_classify_policy())
+    labels = require_approved_classification.fn(resources, collected, None, "deidentify")
+    assert labels["grade"] == result["labels"]["grade"] == 5
+    sidecar = json.loads(resources.store.get_bytes(result["labels_key"]))
+    assert sidecar["approved_by"] == "test-steward" and sidecar["labels"]["tier"] == "RIF"
+    assert any(f["override_reason"] == "lab values reviewed" for f in sidecar["fields"])
+    actions = [(e.action, e.reason) for e in resources.audit.entries()]
+    assert ("classify.override", "lab values reviewed") in actions
+    assert any(a == "classify.approve" for a, _ in actions)
+    assert resources.audit.verify().ok
+
+
+def test_only_a_steward_approves(resources, collected: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from flows.classify import classify_flow
+    from infra.resources import Resources
+    from seqlife.classify.labels import load_classify_policy
+    from tasks.classify import approve
+
+    classify_flow(collected)
+    operator = Resources(**{**resources.__dict__,
+                            "settings": replace(resources.settings, role="operator")})
+    with pytest.raises(PolicyViolation, match="Only a data steward"):
+        approve(operator, collected, None, [], load_classify_policy())
