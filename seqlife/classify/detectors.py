@@ -38,7 +38,8 @@ STAGE = "classify_detectors"
 #: number is also a number, an address is also text).
 SPECIFICITY: tuple[str, ...] = (
     "resident_id", "mobile", "email", "medical_record_no", "insurance_no", "icd10", "date",
-    "postcode", "landline", "person_name", "address", "sex", "free_text", "numeric_measure",
+    "postcode", "landline", "person_name", "address", "region", "sex", "free_text",
+    "numeric_measure",
 )  # fmt: skip
 DETECTOR_NAMES: frozenset[str] = frozenset(SPECIFICITY)
 

@@ -110,6 +110,15 @@ def test_province_city_and_county_are_not_flagged_as_address_or_name(
     assert not found & {"address", "person_name"}
 
 
+@pytest.mark.parametrize("column", ["province", "city", "county"])
+def test_province_city_and_county_are_regions_even_under_random_names(
+    clinical: pa.Table, column: str
+) -> None:
+    """GB/T 39725 §10.2 c 1: administrative areas are quasi-identifiers, generalised by population."""
+    best = best_finding(detect_column("col_x91", clinical.column(column), DETECTORS))
+    assert best is not None and best.detector == "region"
+
+
 def test_no_finding_repr_contains_a_sampled_value(clinical: pa.Table) -> None:
     """GB/T 39725 §10.2 a: findings carry counts only; identifiers never leave the column."""
     for name in clinical.column_names:
@@ -253,7 +262,7 @@ def test_findings_are_ordered_by_confidence_then_specificity() -> None:
     ties = [Finding("free_text", 1, 1, 1.0, 0.5, False), Finding("mobile", 1, 1, 1.0, 0.5, False)]
     assert best_finding(ties).detector == "mobile"
     assert best_finding([]) is None
-    assert DETECTOR_NAMES == set(SPECIFICITY) and len(SPECIFICITY) == 14
+    assert DETECTOR_NAMES == set(SPECIFICITY) and len(SPECIFICITY) == 15
 
 
 @pytest.mark.parametrize("column", [[], [None, None], pa.array([None, None]), ["  ", ""],
