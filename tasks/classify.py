@@ -10,7 +10,6 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
@@ -71,10 +70,8 @@ def label_version(res: Resources, dataset: str, version: int | None, policy: Pol
                 with res.store.open(data_file.object_key, data_file.object_version_id) as src, \
                         open(local, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)  # verifies the SHA-256 at the end
-                table = pq.read_table(local)
-            columns = {name: table.column(name) for name in table.column_names}
-            labels, rows, found = rules.label_table(data_file.path, columns, detectors, policy,
-                                                    special)
+                labels, rows, found = rules.label_table(
+                    data_file.path, rules.ParquetColumns(local), detectors, policy, special)
             fields += labels
             if rows:
                 special_rows, groups = special_rows + rows, tuple(sorted({*groups, *found}))

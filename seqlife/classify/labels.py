@@ -122,6 +122,26 @@ def label_table(file: str, columns: Mapping[str, Any], detectors: DetectorSet, p
     return labels, special_count, groups
 
 
+class ParquetColumns(Mapping[str, Any]):
+    """The columns of a Parquet file, read one at a time when asked for, so classifying a wide
+    table holds one column in memory, not the whole table."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow.parquet as pq
+
+        self._file = pq.ParquetFile(path)
+        self._names = self._file.schema_arrow.names
+
+    def __getitem__(self, name: str) -> Any:
+        return self._file.read(columns=[name]).column(0)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 # --- sequencing file headers -----------------------------------------------------------------
 
 
@@ -287,7 +307,6 @@ def check_classification(status: str | None, classified_digest: str | None, cont
 def classify_file(path: Path, detectors: DetectorSet, policy: Policy) -> tuple[list[FieldLabel], DatasetLabels]:
     """Classify one file on disk (CSV, Parquet, FASTQ, BAM, VCF) by its content alone."""
     import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
     from seqlife.collect import sniff_format
     from seqlife.exceptions import UnknownFormat
@@ -297,7 +316,7 @@ def classify_file(path: Path, detectors: DetectorSet, policy: Policy) -> tuple[l
     label = path.name
     special_rows, groups, subjects = 0, (), 0
     if magic == b"PAR1":
-        table = pq.read_table(path)
+        columns: Mapping[str, Any] = ParquetColumns(path)
     else:
         try:
             file_format = sniff_format(path, label)
@@ -305,6 +324,7 @@ def classify_file(path: Path, detectors: DetectorSet, policy: Policy) -> tuple[l
             file_format = "csv"
         if file_format == "csv":
             table = pacsv.read_csv(path)
+            columns = {name: table.column(name) for name in table.column_names}
         else:
             with open(path, "rb") as handle:
                 header = read_header(handle, file_format, label)
@@ -312,8 +332,7 @@ def classify_file(path: Path, detectors: DetectorSet, policy: Policy) -> tuple[l
             subjects = len(header.fields.get("samples", ())) or 1
             return fields, summarise(fields, data_kind="raw", genomic_subjects=subjects,
                                      special_rows=0, special_groups=(), policy=policy)
-    fields, special_rows, groups = label_table(
-        label, {name: table.column(name) for name in table.column_names}, detectors, policy,
-        load_special_diseases())
+    fields, special_rows, groups = label_table(label, columns, detectors, policy,
+                                              load_special_diseases())
     return fields, summarise(fields, data_kind="raw", genomic_subjects=0,
                              special_rows=special_rows, special_groups=groups, policy=policy)
