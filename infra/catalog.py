@@ -179,6 +179,37 @@ class ClassificationField(Base):
     classification: Mapped[Classification] = relationship(back_populates="fields")
 
 
+class Deidentification(Base):
+    """A de-identified output awaiting (or holding) committee approval (GB/T 39725 §10.2)."""
+
+    __tablename__ = "deidentifications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"))
+    output_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"))
+    project: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(30))  # pending_approval | approved
+    report: Mapped[dict] = mapped_column(JSON)
+    policy_hash: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    approved_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    output_version: Mapped[DatasetVersion] = relationship(foreign_keys=[output_version_id])
+
+
+class PatientCodeIndex(Base):
+    """Surrogate -> real linkage ID, sealed with a key-store key; read only by the designated role
+    and every read audited (GB/T 39725 §10.2 f–h)."""
+
+    __tablename__ = "patient_code_index"
+    __table_args__ = (UniqueConstraint("project", "surrogate"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(100))
+    surrogate: Mapped[str] = mapped_column(String(64))
+    sealed_subject_key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 def make_engine(db_url: str) -> Engine:
     """An engine with SQLite made safe for concurrent flows (WAL, busy timeout, foreign keys)."""
     if db_url.startswith("sqlite:///"):

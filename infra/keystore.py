@@ -7,9 +7,12 @@ code link (real ID -> surrogate) can only be recomputed by whoever holds this di
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from pathlib import Path
+
+from cryptography.fernet import Fernet
 
 from seqlife.exceptions import ConfigurationError
 
@@ -49,3 +52,7 @@ class LocalKeyStore:
         if len(value) != SECRET_BYTES:
             raise ConfigurationError(f"Key file '{path.name}' is damaged (wrong length).")
         return value
+
+    def sealer(self, name: str) -> Fernet:
+        """Authenticated encryption (Fernet: AES-128-CBC + HMAC-SHA256) under the named secret."""
+        return Fernet(base64.urlsafe_b64encode(self.secret(name)))

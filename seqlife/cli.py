@@ -166,6 +166,74 @@ def _render_classification(result: dict[str, Any]) -> None:
         f"{', '.join(labels['sharing_forms']) or 'none'}")
 
 
+def cmd_deidentify(args: argparse.Namespace, settings: Settings) -> int:
+    """De-identify a dataset (flow), a single file, approve a release, or re-identify one code."""
+    if args.target in ("table", "vcf", "bam", "fastq"):
+        result = _deidentify_file(args, settings)
+    elif args.target == "approve":
+        from infra.resources import build_resources
+        from seqlife.deidentify.tables import load_deidentify_policy
+        from tasks.deidentify import approve
+
+        result = approve(build_resources(settings), _required(args.input, "DATASET"),
+                         args.project, args.version, load_deidentify_policy())
+    elif args.target == "reidentify":
+        from infra.resources import build_resources
+        from seqlife.deidentify.tables import load_deidentify_policy
+        from tasks.deidentify import read_code_index
+
+        subject = read_code_index(build_resources(settings), args.project,
+                                  _required(args.input, "SURROGATE"), args.reason or "",
+                                  load_deidentify_policy())
+        result = {"surrogate": args.input, "subject_key": subject}
+    else:
+        from flows.deidentify import deidentify_flow
+
+        result = deidentify_flow(args.target, args.project, args.version)
+    _emit(args, result, lambda: _render_deidentify(result))
+    return 0
+
+
+def _required(value: str | None, what: str) -> str:
+    if not value:
+        raise SystemExit(f"seqlife deidentify: {what} is required here")
+    return value
+
+
+def _deidentify_file(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """One file outside the catalog: secrets of the project from the key store, report beside OUT."""
+    from infra.keystore import LocalKeyStore
+    from seqlife.deidentify.files import deidentify_local_file
+
+    if not args.out:
+        raise SystemExit("seqlife deidentify: --out is required for a file")
+    keys = LocalKeyStore(settings.keystore_dir)
+    return deidentify_local_file(
+        args.target, Path(_required(args.input, "IN")), Path(args.out),
+        surrogate_secret=keys.secret(f"surrogate-{args.project}"),
+        shift_secret=keys.secret(f"date-shift-{args.project}"), project=args.project)
+
+
+def _render_deidentify(result: dict[str, Any]) -> None:
+    if "subject_key" in result:
+        console.print(f"{result['surrogate']} -> {result['subject_key']} (read audited)")
+        return
+    if result.get("status") == "approved":
+        console.print(f"[green]Approved for release[/]: {result['dataset']} v{result['version']}")
+        return
+    report = result.get("report", {})
+    kanon, risk = report.get("kanon", {}), report.get("risk", {})
+    where = f"{result['dataset']} v{result['version']}" if "dataset" in result else result.get("out")
+    console.print(f"De-identified -> {where} ({result.get('status', 'written')})")
+    if kanon:
+        console.print(f"k = {kanon['k_achieved']} (asked {kanon['k']}), levels {kanon['levels']}, "
+                      f"{kanon['suppressed']} rows suppressed; prosecutor risk max "
+                      f"{risk.get('prosecutor_max', 0):.3f}; re-identification test "
+                      f"{'passed' if risk.get('passed') else 'failed'}")
+    if result.get("report_key") or result.get("report_path"):
+        console.print(f"report: {result.get('report_key') or result.get('report_path')}")
+
+
 def cmd_datasets(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy import select
 
@@ -248,6 +316,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     steps.append(("collect again", f"v{again['version']}, new version created: {again['created']}"))
     steps.append(("collect damaged copy", _collect_damaged(cohort, collect_flow)))
     steps.append(("classify + approve", _classify_and_approve(settings, "demo-cohort")))
+    steps.append(("deidentify + approve", _deidentify_and_approve(settings, "demo-cohort")))
     report = build_resources(settings).audit.verify()
     steps.append(("audit verify", f"{'intact' if report.ok else 'BROKEN'}: {report.count} records,"
                                   f" head {report.head_hash[:16]}"))
@@ -284,6 +353,26 @@ def _classify_and_approve(settings: Settings, dataset: str) -> str:
     return (f"{len(proposal['fields'])} fields ({direct} direct identifiers); grade "
             f"{labels['grade']}, tier {labels['tier']}, {labels['special_disease_rows']} "
             f"special-disease rows; approved by steward; gate passes")
+
+
+def _deidentify_and_approve(settings: Settings, dataset: str) -> str:
+    """De-identify for a project, then approve the release as the committee."""
+    from dataclasses import replace
+
+    from flows.deidentify import deidentify_flow
+    from infra.resources import build_resources
+    from seqlife.deidentify.tables import load_deidentify_policy
+    from tasks.deidentify import approve
+
+    result = deidentify_flow(dataset, "demo-project")
+    committee = build_resources(replace(settings, role="committee"))
+    approve(committee, dataset, "demo-project", None, load_deidentify_policy())
+    kanon, risk = result["report"]["kanon"], result["report"]["risk"]
+    return (f"{result['dataset']} v{result['version']}: k = {kanon['k_achieved']} "
+            f"(levels {kanon['levels']}), {kanon['suppressed']} rows suppressed, "
+            f"prosecutor risk ≤ {risk['prosecutor_max']:.2f}, "
+            f"{len(result['report']['files'])} sequencing files scrubbed; approved by committee; "
+            f"report {result['report_key']}")
 
 
 def _collect_damaged(cohort: Path, collect_flow: Callable[..., dict]) -> str:
@@ -372,6 +461,24 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with 'approve': FILE:FIELD=GRADE[:IDENTIFIER]; repeatable")
     classify.add_argument("--reason", help="with --override: why the steward changed the label")
     classify.set_defaults(handler=cmd_classify)
+
+    deidentify = commands.add_parser(
+        "deidentify", help="de-identify a dataset or a file; approve a release; re-identify",
+        description="seqlife deidentify DATASET --project P: run the deidentify flow on a "
+                    "classified, approved dataset (output pending committee approval).\n"
+                    "seqlife deidentify table|vcf|bam|fastq IN --project P --out OUT: one file, "
+                    "with a JSON + HTML report beside OUT.\n"
+                    "seqlife deidentify approve DATASET --project P: committee approval.\n"
+                    "seqlife deidentify reidentify SURROGATE --project P --reason TEXT: read the "
+                    "patient code index (designated role only; audited).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    deidentify.add_argument("target", help="dataset, or table|vcf|bam|fastq|approve|reidentify")
+    deidentify.add_argument("input", nargs="?", help="input file, dataset or surrogate")
+    deidentify.add_argument("--project", required=True, help="research project (secrets are per project)")
+    deidentify.add_argument("--out", help="output file (file modes)")
+    deidentify.add_argument("--version", type=int, help="dataset version (default the latest)")
+    deidentify.add_argument("--reason", help="reidentify: why the code index is read")
+    deidentify.set_defaults(handler=cmd_deidentify)
 
     datasets = commands.add_parser("datasets", help="list datasets and their versions")
     datasets.set_defaults(handler=cmd_datasets)

@@ -43,7 +43,10 @@ def test_demo_runs_the_lifecycle_from_an_empty_home(tmp_path: Path) -> None:
     assert (home / "catalog.db").exists() and (home / "store" / "objects").is_dir()
     assert (home / "keys").is_dir() and not (home / "store" / "keys").exists()
     listing = json.loads(seqlife(home, "datasets", "--json").stdout)
-    assert [v["version"] for v in listing["versions"]] == [1]
+    versions = {(v["dataset"], v["version"], v["zone"]) for v in listing["versions"]}
+    assert versions == {("demo-cohort", 1, "01_raw"),
+                        ("demo-cohort--demo-project", 1, "03_deidentified")}
+    assert payload["steps"]["deidentify + approve"].count("approved by committee") == 1
 
 
 def test_audit_verify_names_the_first_broken_record(tmp_path: Path) -> None:

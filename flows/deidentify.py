@@ -1,0 +1,101 @@
+"""Flow ``deidentify``: an approved, classified raw version in; a de-identified research version
+out (table to k >= 5, sequencing headers scrubbed, re-identification test passed), stored pending
+committee approval, with a JSON + HTML report that holds no personal data."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import flow, unmapped
+from prefect.runtime import flow_run
+
+from infra.resources import Resources, build_resources
+from seqlife.collect import subject_surrogate
+from seqlife.deidentify.report import cohort_summary
+from seqlife.deidentify.tables import load_deidentify_policy
+from seqlife.exceptions import SeqlifeError
+from seqlife.settings import Settings
+from tasks import deidentify as t
+from tasks.classify import require_approved_classification
+
+SEQUENCING = ("fastq", "bam", "vcf")
+
+
+def run_deidentify(res: Resources, dataset: str, project: str, version: int | None,
+                   run_id: str = "") -> dict:
+    policy = load_deidentify_policy()
+    obj = f"dataset:{dataset}" + (f"@v{version}" if version else "")
+    res.audit.append("deidentify.start", obj, "started", reason=f"project={project}",
+                     policy_hash=policy.content_hash)
+    try:
+        labels = require_approved_classification(res, dataset, version, "deidentify")
+        source = t.load_source(res, dataset, version)
+        table, samples = t.deidentify_table(res, source, project, policy)
+        secret = res.keys.secret(f"surrogate-{project}")
+        sample_map = {mrn: subject_surrogate(secret, mrn) for mrn in samples["mrn"]}
+        name_map = {sid: subject_surrogate(secret, f"sample:{sid}") for sid in samples["sample_id"]}
+        subject_of = dict(zip(samples["sample_id"], samples["mrn"]))
+        scratch = res.settings.home / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=scratch, prefix="deidentify-") as workdir:
+            work = Path(workdir)
+            outputs = [
+                ("tables/clinical.parquet", "clinical", t.write_table(table.table, work / "c.parquet"),
+                 None),
+            ]
+            summary_by = [c for c in ("age", "sex", "diagnosis_icd10") if c in table.table]
+            if summary_by:
+                summary = cohort_summary(table.table, summary_by, int(policy["small_cells"]))
+                outputs.append(("tables/cohort_summary.parquet", "summary",
+                                t.write_table(summary, work / "summary.parquet"), None))
+            files = [f for f in source.files if f["format"] in SEQUENCING]
+            scrubbed = t.scrub_sequencing_file.map(
+                unmapped(res), files, unmapped(sample_map), unmapped(name_map),
+                unmapped(workdir), unmapped(policy)).result()
+            for data_file, (relative, path, _) in zip(files, scrubbed):
+                outputs.append((relative, data_file["role"], path,
+                                sample_map[subject_of[data_file["sample_id"]]]))
+            report = {
+                "dataset": dataset, "project": project,
+                "source": {"dataset": dataset, "version": source.version,
+                           "grade": labels["grade"], "tier": labels["tier"],
+                           "policy_hash": policy.content_hash},
+                "table": {**asdict(table.transform), "subjects": len(table.code_index),
+                          "rows_out": int(len(table.table))},
+                "kanon": {"k": int(policy["k"]), "levels": table.kanon.levels,
+                          "suppressed": table.kanon.suppressed,
+                          "k_achieved": table.kanon.k_achieved, "classes": table.kanon.classes,
+                          "info_loss": table.kanon.info_loss},
+                "risk": {**asdict(table.risk), "limits": policy["risk_limits"], "passed": True},
+                "files": [{"path": relative, **asdict(scrub)} for relative, _, scrub in scrubbed],
+                "approval": {"status": "pending_approval", "approver_role": policy["approver_role"]},
+            }
+            stored = t.store_deidentified(res, source, project, outputs, dict(table.code_index),
+                                          report, policy, run_id)
+    except SeqlifeError as exc:
+        res.audit.append("deidentify.refused", obj, "refused", reason=exc.message,
+                         policy_hash=policy.content_hash)
+        raise
+    res.audit.append("deidentify.store", f"dataset:{stored['dataset']}@v{stored['version']}",
+                     "pending_approval", reason=f"k={report['kanon']['k_achieved']}, "
+                     f"{report['kanon']['suppressed']} suppressed",
+                     after_digest=stored["report"]["output"]["manifest_sha256"],
+                     policy_hash=policy.content_hash)
+    return stored
+
+
+@flow(name="deidentify", log_prints=False)
+def deidentify_flow(dataset: str, project: str, version: int | None = None) -> dict:
+    """De-identify a classified, approved raw dataset version for one project.
+
+    Args:
+        dataset: catalog name of a collected dataset whose classification is approved.
+        project: the research project; surrogates and date shifts are secret per project.
+        version: the raw version (latest by default).
+    Returns:
+        The stored output (`<dataset>--<project>` version), its status and the report.
+    """
+    return run_deidentify(build_resources(Settings.from_env()), dataset, project, version,
+                          str(flow_run.id or ""))

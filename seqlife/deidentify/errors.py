@@ -1,0 +1,56 @@
+"""Errors of the deidentify stage: terminal, written for a steward, never carrying a data value."""
+
+from __future__ import annotations
+
+from seqlife.exceptions import SeqlifeError
+
+
+class DeidentificationError(SeqlifeError):
+    """De-identification refused or could not complete; nothing was released."""
+
+    stage = "deidentify"
+
+
+class KAnonymityNotReached(DeidentificationError):
+    """No node of the lattice reaches k within the suppression budget (GB/T 39725 §10.2 e).
+
+    ``best_k`` is the largest k the most generalised node reaches with at most ``budget`` rows
+    suppressed (0 when even that node cannot keep a single class).
+    """
+
+    def __init__(self, k: int, best_k: int, max_suppression: float, budget: int,
+                 quasi_identifiers: list[str], l: int | None = None) -> None:
+        diversity = f" and l = {l} distinct sensitive values per class" if l else ""
+        super().__init__(
+            f"k-anonymity not reached: k = {k}{diversity} was asked for the quasi-identifiers "
+            f"{quasi_identifiers}, but the best reachable within the suppression budget "
+            f"({max_suppression:.1%}, {budget} rows) is k = {best_k}, even with every "
+            "quasi-identifier generalised to the top of its hierarchy (GB/T 39725 §10.2 e). "
+            "Nothing was released. A steward can widen the hierarchies (add coarser levels ending "
+            "in '*'), raise the suppression budget in the policy, or drop a quasi-identifier from "
+            "the release.",
+            k=k, best_k=best_k, max_suppression=max_suppression, budget=budget,
+            quasi_identifiers=list(quasi_identifiers), l=l,
+        )
+        self.k = k
+        self.best_k = best_k
+        self.max_suppression = max_suppression
+        self.budget = budget
+        self.quasi_identifiers = list(quasi_identifiers)
+        self.l = l
+
+
+class ReidentificationRiskTooHigh(DeidentificationError):
+    """The re-identification test on an output failed (GB/T 39725 §11.4.2.4; RARE §4.5)."""
+
+    def __init__(self, metric: str, value: float, threshold: float) -> None:
+        super().__init__(
+            f"Re-identification test failed: {metric} = {value:.4g} exceeds the limit "
+            f"{threshold:.4g} (GB/T 39725 §11.4.2.4; RARE §4.5). Nothing was released; "
+            "generalise the quasi-identifiers further, raise k, or drop a quasi-identifier, then "
+            "run de-identification again.",
+            metric=metric, value=value, threshold=threshold,
+        )
+        self.metric = metric
+        self.value = value
+        self.threshold = threshold

@@ -1,0 +1,70 @@
+"""De-identification report (JSON + HTML) and small-cell-suppressed summaries for public sharing.
+
+The report holds column names, counts, chosen generalisation levels and risk figures only: never a
+value from the data (GB/T 39725 §10.2 k; §11.4.2.4).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+
+def cohort_summary(df: pd.DataFrame, by: Sequence[str], small: int) -> pd.DataFrame:
+    """Counts per combination of `by`; cells below `small` are suppressed (shown as missing)."""
+    counts = df.groupby(list(by), dropna=False, observed=True).size().rename("count").reset_index()
+    counts["count"] = counts["count"].astype("Int64").mask(counts["count"] < small)
+    return counts
+
+
+def render_json(report: Mapping[str, Any]) -> bytes:
+    return json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False, default=str).encode()
+
+
+def _rows(mapping: Mapping[str, Any]) -> str:
+    return "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>"
+                   for k, v in mapping.items())
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "—"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) or "—"
+    return str(value)
+
+
+def render_html(report: Mapping[str, Any]) -> bytes:
+    """A page a steward or committee member reads before approving the release."""
+    sections = []
+    for title, key in (("Source and policy", "source"), ("Table transforms", "table"),
+                       ("k-anonymity", "kanon"), ("Re-identification test", "risk"),
+                       ("Sequencing files", "files"), ("Approval", "approval")):
+        value = report.get(key)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            body = "".join(f"<h3>{html.escape(str(item.get('path', '')))}</h3><table>"
+                           f"{_rows(item)}</table>" for item in value)
+        else:
+            body = f"<table>{_rows(value)}</table>"
+        sections.append(f"<section><h2>{title}</h2>{body}</section>")
+    verdict = "passed" if report.get("risk", {}).get("passed") else "not passed"
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>De-identification report</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:.5em 0}}th,td{{border:1px solid #ccc;padding:.3em .6em;
+text-align:left;vertical-align:top}}th{{background:#f4f4f4}}</style></head><body>
+<h1>De-identification report</h1>
+<p>Dataset <b>{html.escape(str(report.get('dataset', '')))}</b>, project
+<b>{html.escape(str(report.get('project', '')))}</b>. Re-identification test: <b>{verdict}</b>.
+This report contains no personal data (GB/T 39725 §10.2; §11.4.2.4).</p>
+{''.join(sections)}
+</body></html>
+"""
+    return page.encode("utf-8")

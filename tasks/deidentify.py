@@ -1,0 +1,256 @@
+"""De-identify tasks: fetch a classified raw version, transform its table and files, store the
+output as a research dataset awaiting committee approval, keep the patient code index sealed."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import select
+
+from infra.catalog import (
+    DataFile,
+    Dataset,
+    DatasetVersion,
+    Deidentification,
+    PatientCodeIndex,
+)
+from infra.resources import Resources
+from seqlife import collect
+from seqlife.deidentify import report as reports
+from seqlife.deidentify import sequencing
+from seqlife.deidentify import tables as rules
+from seqlife.deidentify.errors import DeidentificationError
+from seqlife.deidentify.hierarchy import load_hierarchies
+from seqlife.exceptions import PolicyViolation
+from seqlife.policy import Policy
+from tasks import is_transient
+from tasks.classify import current_classification, find_version
+
+ZONE = "03_deidentified"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A raw version ready for de-identification: its approved field labels and its files."""
+
+    dataset: str
+    version: int
+    version_id: int
+    fields: list[dict]
+    files: list[dict]
+
+
+def output_name(dataset: str, project: str) -> str:
+    return f"{dataset}--{project}"
+
+
+def _scratch(res: Resources) -> Path:
+    path = res.settings.home / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _fetch(res: Resources, data_file: dict, target: Path) -> Path:
+    """Copy a stored version to a local file; the full read verifies its SHA-256."""
+    with res.store.open(data_file["object_key"], data_file["object_version_id"]) as src, \
+            open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return target
+
+
+@task(name="load_source", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5],
+      retry_condition_fn=is_transient)
+def load_source(res: Resources, dataset: str, version: int | None) -> Source:
+    with res.sessions() as session:
+        dataset_version = find_version(session, dataset, version)
+        classification = current_classification(session, dataset_version)
+        fields = [{c: getattr(f, c) for c in ("file", "field", "detector", "identifier", "grade")}
+                  for f in classification.fields] if classification else []
+        files = [{"path": f.path, "role": f.role, "format": f.format, "sha256": f.sha256,
+                  "object_key": f.object_key, "object_version_id": f.object_version_id,
+                  "sample_id": f.sample_id, "subject_id": f.subject_id}
+                 for f in dataset_version.files]
+        return Source(dataset, dataset_version.version, dataset_version.id, fields, files)
+
+
+@task(name="deidentify_table", cache_policy=NO_CACHE)
+def deidentify_table(res: Resources, source: Source, project: str, policy: Policy
+                     ) -> tuple[rules.TableResult, pd.DataFrame]:
+    """The clinical table through every rule, plus the sample sheet for file renaming."""
+    clinical = next(f for f in source.files if f["role"] == "clinical")
+    samples = next(f for f in source.files if f["role"] == "samples")
+    with tempfile.TemporaryDirectory(dir=_scratch(res)) as scratch:
+        df = pq.read_table(_fetch(res, clinical, Path(scratch) / "c.parquet")).to_pandas(
+            types_mapper=None)
+        sample_sheet = pq.read_table(_fetch(res, samples, Path(scratch) / "s.parquet")).to_pandas()
+    populations = rules.load_populations()
+    result = rules.deidentify_table(
+        df, rules.roles_from_fields(source.fields, clinical["path"]), policy,
+        surrogate_secret=res.keys.secret(f"surrogate-{project}"),
+        shift_secret=res.keys.secret(f"date-shift-{project}"), populations=populations,
+        hierarchies=rules.quasi_identifier_hierarchies(populations, load_hierarchies()))
+    return result, sample_sheet
+
+
+@task(name="scrub_sequencing_file", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=[1, 5], retry_condition_fn=is_transient)
+def scrub_sequencing_file(res: Resources, data_file: dict, sample_map: dict[str, str],
+                          name_map: dict[str, str], workdir: str, policy: Policy
+                          ) -> tuple[str, Path, sequencing.ScrubReport]:
+    """Scrub one file's identifying header in streaming; the output is named by surrogate."""
+    src = _fetch(res, data_file, Path(workdir) / f"in-{hashlib.sha256(data_file['path'].encode()).hexdigest()[:12]}")
+    new_sample = name_map[data_file["sample_id"]]
+    suffix = {"fastq": ".R1.fastq.gz", "bam": ".bam", "vcf": ".vcf.gz"}[data_file["format"]]
+    relative = f"seq/{new_sample}{suffix}"
+    dst = Path(workdir) / relative
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if data_file["format"] == "vcf":
+        report = sequencing.scrub_vcf(src, dst, sample_map, policy["vcf_keep_meta"], index=False)
+    elif data_file["format"] == "bam":
+        report = sequencing.scrub_bam(src, dst, sample_map)
+    else:
+        report = sequencing.scrub_fastq(src, dst, name_map)
+    src.unlink()
+    return relative, dst, report
+
+
+@task(name="store_deidentified", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5],
+      retry_condition_fn=is_transient)
+def store_deidentified(res: Resources, source: Source, project: str,
+                       outputs: list[tuple[str, str, Path, str | None]], code_index: dict[str, str],
+                       report: dict, policy: Policy, flow_run_id: str) -> dict:
+    """Store the outputs as the next version of `<dataset>--<project>` (zone 03_deidentified),
+    pending committee approval; seal the code index; any failure removes what this call stored."""
+    name = output_name(source.dataset, project)
+    checks = []
+    for relative, role, path, subject in outputs:
+        sha256, size = collect.hash_file(path)
+        checks.append((collect.ManifestEntry(relative, role, _format_of(relative), size, sha256, 0,
+                                             None, subject), path))
+    created = []
+    try:
+        with res.sessions() as session:
+            existing = session.scalar(select(Dataset).where(Dataset.name == name))
+            version = (existing.versions[-1].version + 1) if existing and existing.versions else 1
+        stored = {}
+        for entry, path in checks:
+            with open(path, "rb") as handle:
+                obj = res.store.put(f"{ZONE}/{name}/{entry.path}", handle, expected_sha256=entry.sha256)
+            created.append(obj)
+            stored[entry.path] = obj
+        manifest = collect.render_manifest(name, version, f"deidentify:{project}",
+                                           policy.content_hash, [e for e, _ in checks])
+        manifest_key = f"{ZONE}/{name}/_manifests/v{version}.json"
+        manifest_obj = res.store.put_bytes(manifest_key, manifest)
+        created.append(manifest_obj)
+        report = {**report, "output": {"dataset": name, "version": version,
+                                       "manifest_sha256": manifest_obj.sha256}}
+        for key, body in ((f"{ZONE}/{name}/_reports/v{version}.json", reports.render_json(report)),
+                          (f"{ZONE}/{name}/_reports/v{version}.html", reports.render_html(report))):
+            created.append(res.store.put_bytes(key, body))
+        sealer = res.keys.sealer(f"code-index-{project}")
+        with res.sessions.begin() as session:
+            record = session.scalar(select(Dataset).where(Dataset.name == name))
+            if record is None:
+                record = Dataset(name=name, kind="research", owner=res.settings.actor)
+                session.add(record)
+                session.flush()
+            output = DatasetVersion(
+                dataset_id=record.id, version=version, zone=ZONE,
+                manifest_sha256=manifest_obj.sha256, manifest_key=manifest_key,
+                file_count=len(checks), total_bytes=sum(e.size for e, _ in checks),
+                flow_run_id=flow_run_id, policy_hash=policy.content_hash)
+            session.add(output)
+            session.flush()
+            for entry, _ in checks:
+                obj = stored[entry.path]
+                session.add(DataFile(
+                    dataset_version_id=output.id, path=entry.path, role=entry.role,
+                    format=entry.format, size=entry.size, sha256=entry.sha256, records=0,
+                    object_key=obj.key, object_version_id=obj.version_id, subject_id=None,
+                    sample_id=None))
+            known = set(session.scalars(select(PatientCodeIndex.surrogate)
+                                        .where(PatientCodeIndex.project == project)))
+            for surrogate, key in code_index.items():
+                if surrogate not in known:
+                    session.add(PatientCodeIndex(project=project, surrogate=surrogate,
+                                                 sealed_subject_key=sealer.encrypt(key.encode()).decode()))
+            run = Deidentification(source_version_id=source.version_id, output_version_id=output.id,
+                                   project=project, status="pending_approval", report=report,
+                                   policy_hash=policy.content_hash, created_by=res.settings.actor)
+            session.add(run)
+            session.flush()
+            run_id = run.id
+    except BaseException:
+        for obj in created:
+            res.store.delete_version(obj.key, obj.version_id)
+        raise
+    return {"run": run_id, "dataset": name, "version": version, "status": "pending_approval",
+            "report_key": f"{ZONE}/{name}/_reports/v{version}.html", "report": report}
+
+
+def _format_of(path: str) -> str:
+    for suffix, name in ((".parquet", "parquet"), (".fastq.gz", "fastq"), (".bam", "bam"),
+                         (".vcf.gz", "vcf")):
+        if path.endswith(suffix):
+            return name
+    return "other"
+
+
+def write_table(table: pd.DataFrame, path: Path) -> Path:
+    collect.write_parquet(pa.Table.from_pandas(table, preserve_index=False), path)
+    return path
+
+
+def approve(res: Resources, dataset: str, project: str, version: int | None, policy: Policy) -> dict:
+    """The committee approves a de-identified output for release (GB/T 39725 §10.2; §10.2 i)."""
+    role = policy["approver_role"]
+    if res.settings.role != role:
+        raise PolicyViolation(
+            f"Only the {role} approves a de-identified release (GB/T 39725 §10.2); requesters never "
+            f"take part (§10.2 i). The current role is '{res.settings.role}'.")
+    name = output_name(dataset, project)
+    with res.sessions.begin() as session:
+        output = find_version(session, name, version)
+        run = session.scalar(select(Deidentification).where(
+            Deidentification.output_version_id == output.id))
+        if run is None:
+            raise DeidentificationError(f"{name} v{output.version} is not a de-identified output.")
+        run.status, run.approved_by = "approved", res.settings.actor
+        run.approved_at = datetime.now(timezone.utc)
+        result = {"dataset": name, "version": output.version, "status": run.status,
+                  "policy_hash": run.policy_hash}
+    res.audit.append("deidentify.approve", f"dataset:{name}@v{result['version']}", "approved",
+                     policy_hash=result["policy_hash"])
+    return result
+
+
+def read_code_index(res: Resources, project: str, surrogate: str, reason: str, policy: Policy) -> str:
+    """Re-identification by the designated role only, each read audited (GB/T 39725 §10.2 g–h)."""
+    role = policy["code_index_role"]
+    obj = f"code-index:{project}/{surrogate}"
+    if res.settings.role != role:
+        res.audit.append("deidentify.code_index_read", obj, "refused",
+                         reason=f"role {res.settings.role} is not {role}")
+        raise PolicyViolation(f"Only the {role} may read the patient code index "
+                              "(GB/T 39725 §10.2 g–h).")
+    if not reason.strip():
+        raise PolicyViolation("A read of the patient code index needs a stated reason.")
+    with res.sessions() as session:
+        row = session.scalar(select(PatientCodeIndex).where(
+            PatientCodeIndex.project == project, PatientCodeIndex.surrogate == surrogate))
+    if row is None:
+        raise DeidentificationError(f"No surrogate {surrogate} in project {project}.")
+    res.audit.append("deidentify.code_index_read", obj, "ok", reason=reason)
+    return res.keys.sealer(f"code-index-{project}").decrypt(row.sealed_subject_key.encode()).decode()
+

@@ -1,0 +1,129 @@
+"""deidentify end to end: a classified, approved raw version becomes a research version with k >= 5,
+scrubbed sequencing headers and a report free of personal data, pending committee approval; the
+patient code index opens only for the designated role (GB/T 39725 §10.2, §11.4.2.4; RARE §4.5)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pysam
+import pytest
+from sqlalchemy import select
+
+from infra.catalog import DataFile, Deidentification
+from infra.resources import Resources
+from seqlife.deidentify.kanon import k_of
+from seqlife.exceptions import ClassificationMissing, PolicyViolation
+
+pytestmark = pytest.mark.usefixtures("prefect_backend")
+
+
+def as_role(res: Resources, role: str) -> Resources:
+    return Resources(**{**res.__dict__, "settings": replace(res.settings, role=role)})
+
+
+def identifiers(cohort: Path) -> set[str]:
+    with (cohort / "clinical.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {row[c] for row in rows for c in ("mrn", "name", "id_number", "mobile", "email")}
+
+
+@pytest.fixture
+def approved(resources: Resources, cohort: Path) -> str:
+    from flows.classify import classify_flow
+    from flows.collect import collect_flow
+    from seqlife.classify.labels import load_classify_policy
+    from tasks.classify import approve
+
+    collect_flow(str(cohort), "cohort-d")
+    classify_flow("cohort-d")
+    approve(resources, "cohort-d", None, [], load_classify_policy())
+    return "cohort-d"
+
+
+def test_unclassified_dataset_is_refused_and_audited(resources: Resources, cohort: Path) -> None:
+    from flows.collect import collect_flow
+    from flows.deidentify import deidentify_flow
+
+    collect_flow(str(cohort), "cohort-u")
+    with pytest.raises(ClassificationMissing):
+        deidentify_flow("cohort-u", "p1")
+    assert [e.action for e in resources.audit.entries()][-2:] == ["deidentify.gate",
+                                                                  "deidentify.refused"]
+
+
+def test_release_is_k_anonymous_scrubbed_and_pending_approval(resources: Resources, approved: str,
+                                                              cohort: Path) -> None:
+    from flows.deidentify import deidentify_flow
+
+    result = deidentify_flow(approved, "p1")
+    assert result["status"] == "pending_approval" and result["dataset"] == "cohort-d--p1"
+    secret_values = identifiers(cohort)
+    with resources.sessions() as session:
+        files = {f.path: f for f in session.scalars(select(DataFile).join(DataFile.dataset_version)
+                                                     .where(DataFile.object_key.like("03_%")))}
+        run = session.scalar(select(Deidentification))
+        assert run.status == "pending_approval"
+    with tempfile.TemporaryDirectory() as scratch:
+        table_path = Path(scratch) / "c.parquet"
+        table_path.write_bytes(resources.store.get_bytes(files["tables/clinical.parquet"].object_key))
+        table = pd.read_parquet(table_path)
+        vcf_entry = next(f for p, f in files.items() if p.endswith(".vcf.gz"))
+        vcf_path = Path(scratch) / "x.vcf.gz"
+        vcf_path.write_bytes(resources.store.get_bytes(vcf_entry.object_key))
+        with pysam.VariantFile(str(vcf_path)) as vcf:
+            samples = list(vcf.header.samples)
+            header_text = str(vcf.header)
+    qis = [q for q in ("age", "sex", "postcode", "area") if q in table]
+    assert k_of(table, qis) >= 5  # GB/T 39725 §10.2 e
+    assert not {"name", "id_number", "mobile", "email", "mrn"} & set(table.columns)
+    assert all(s.startswith("S-") for s in samples)
+    assert not any(v in header_text for v in secret_values)
+    report_json = resources.store.get_bytes(result["report_key"].replace(".html", ".json"))
+    report_html = resources.store.get_bytes(result["report_key"])
+    for blob in (report_json, report_html, table.to_csv().encode()):
+        assert not any(v.encode() in blob for v in secret_values)
+    assert json.loads(report_json)["risk"]["passed"] is True
+
+
+def test_committee_approves_and_requester_cannot(resources: Resources, approved: str) -> None:
+    from flows.deidentify import deidentify_flow
+    from seqlife.deidentify.tables import load_deidentify_policy
+    from tasks.deidentify import approve
+
+    deidentify_flow(approved, "p1")
+    policy = load_deidentify_policy()
+    with pytest.raises(PolicyViolation, match="requesters never take part"):
+        approve(as_role(resources, "requester"), approved, "p1", None, policy)
+    assert approve(as_role(resources, "committee"), approved, "p1", None, policy)["status"] == "approved"
+
+
+def test_code_index_opens_only_for_the_designated_role(resources: Resources, approved: str,
+                                                       cohort: Path) -> None:
+    """GB/T 39725 §10.2 g–h: re-identification by designated staff only, every read audited."""
+    from flows.deidentify import deidentify_flow
+    from seqlife.deidentify.tables import load_deidentify_policy
+    from tasks.deidentify import read_code_index
+
+    deidentify_flow(approved, "p1")
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "c.parquet"
+        key = next(v.key for v in resources.store.list_versions("03_deidentified/")
+                   if v.key.endswith("tables/clinical.parquet"))
+        path.write_bytes(resources.store.get_bytes(key))
+        surrogate = pd.read_parquet(path)["subject"].iloc[0]
+    policy = load_deidentify_policy()
+    with pytest.raises(PolicyViolation, match="Only the reidentification_officer"):
+        read_code_index(resources, "p1", surrogate, "audit check", policy)
+    officer = as_role(resources, "reidentification_officer")
+    real = read_code_index(officer, "p1", surrogate, "adverse event follow-up", policy)
+    assert real in identifiers(cohort)
+    reads = [(e.outcome, e.reason) for e in resources.audit.entries()
+             if e.action == "deidentify.code_index_read"]
+    assert reads[-1] == ("ok", "adverse event follow-up") and reads[0][0] == "refused"
+    assert resources.audit.verify().ok
