@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 
 from infra.resources import Resources, build_resources
 from seqlife.collect import subject_surrogate
-from seqlife.deidentify.report import cohort_summary
+from seqlife.deidentify.report import allele_frequency_summary, cohort_summary
 from seqlife.deidentify.tables import load_deidentify_policy
 from seqlife.exceptions import SeqlifeError
 from seqlife.settings import Settings
@@ -57,6 +57,11 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
             for data_file, (relative, path, _) in zip(files, scrubbed):
                 outputs.append((relative, data_file["role"], path,
                                 sample_map[subject_of[data_file["sample_id"]]]))
+            vcfs = [path for relative, path, _ in scrubbed if relative.endswith(".vcf.gz")]
+            if vcfs:
+                frequencies = allele_frequency_summary(vcfs, int(policy["small_cells"]))
+                outputs.append(("tables/allele_frequency.parquet", "summary",
+                                t.write_table(frequencies, work / "af.parquet"), None))
             report = {
                 "dataset": dataset, "project": project,
                 "source": {"dataset": dataset, "version": source.version,

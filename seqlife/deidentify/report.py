@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
@@ -18,6 +19,33 @@ def cohort_summary(df: pd.DataFrame, by: Sequence[str], small: int) -> pd.DataFr
     counts = df.groupby(list(by), dropna=False, observed=True).size().rename("count").reset_index()
     counts["count"] = counts["count"].astype("Int64").mask(counts["count"] < small)
     return counts
+
+
+def allele_frequency_summary(vcf_paths: Sequence[Path], small: int) -> pd.DataFrame:
+    """Cohort allele counts and frequencies per variant across the given VCFs, for public sharing:
+    a variant carried by fewer than `small` alleles has its count and frequency suppressed
+    (GB/T 39725 §11.4.2.4), so a rare variant cannot point at its carrier."""
+    import pysam
+
+    counts: dict[tuple[str, int, str, str], list[int]] = {}
+    for path in vcf_paths:
+        with pysam.VariantFile(str(path)) as vcf:
+            for record in vcf:
+                for index, alt in enumerate(record.alts or (), start=1):
+                    tally = counts.setdefault((record.chrom, record.pos, record.ref, alt), [0, 0])
+                    for sample in record.samples.values():
+                        alleles = [a for a in (sample.get("GT") or ()) if a is not None]
+                        tally[0] += sum(1 for a in alleles if a == index)
+                        tally[1] += len(alleles)
+    frame = pd.DataFrame(
+        [(c, p, r, a, ac, an) for (c, p, r, a), (ac, an) in sorted(counts.items())],
+        columns=["chrom", "pos", "ref", "alt", "allele_count", "allele_number"])
+    frame["allele_frequency"] = frame["allele_count"] / frame["allele_number"].where(
+        frame["allele_number"] > 0)
+    hidden = frame["allele_count"] < small
+    frame["allele_count"] = frame["allele_count"].astype("Int64").mask(hidden)
+    frame["allele_frequency"] = frame["allele_frequency"].mask(hidden)
+    return frame
 
 
 def render_json(report: Mapping[str, Any]) -> bytes:

@@ -126,3 +126,29 @@ def test_transform_needs_exactly_one_linkage_column() -> None:
     with pytest.raises(DeidentificationError, match="linkage column"):
         tables.transform_table(df, roles, POLICY, surrogate_secret=b"a" * 32,
                                shift_secret=b"b" * 32, populations=POP)
+
+
+def test_summaries_suppress_small_cells(tmp_path) -> None:
+    """GB/T 39725 §11.4.2.4: counts below 5 are suppressed in outputs for public sharing."""
+    import pysam
+
+    from seqlife.deidentify.report import allele_frequency_summary, cohort_summary
+
+    df = pd.DataFrame({"sex": ["F"] * 6 + ["M"] * 2})
+    summary = cohort_summary(df, ["sex"], 5).set_index("sex")["count"]
+    assert summary["F"] == 6 and pd.isna(summary["M"])
+    header = pysam.VariantHeader()
+    header.add_line("##contig=<ID=chr1,length=1000>")
+    header.add_line('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">')
+    for name in ("a", "b", "c"):
+        header.add_sample(name)
+    path = tmp_path / "x.vcf.gz"
+    with pysam.VariantFile(str(path), "wz", header=header) as out:
+        for pos, gts in ((10, [(1, 1), (1, 1), (0, 1)]), (20, [(0, 1), (0, 0), (0, 0)])):
+            record = out.new_record(contig="chr1", start=pos - 1, stop=pos, alleles=("A", "G"))
+            for sample, gt in zip(("a", "b", "c"), gts):
+                record.samples[sample]["GT"] = gt
+            out.write(record)
+    frequencies = allele_frequency_summary([path], 5).set_index("pos")
+    assert frequencies.loc[10, "allele_count"] == 5 and frequencies.loc[10, "allele_number"] == 6
+    assert pd.isna(frequencies.loc[20, "allele_count"]) and pd.isna(frequencies.loc[20, "allele_frequency"])
