@@ -37,9 +37,7 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
         sample_map = {mrn: subject_surrogate(secret, mrn) for mrn in samples["mrn"]}
         name_map = {sid: subject_surrogate(secret, f"sample:{sid}") for sid in samples["sample_id"]}
         subject_of = dict(zip(samples["sample_id"], samples["mrn"]))
-        scratch = res.settings.home / "tmp"
-        scratch.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=scratch, prefix="deidentify-") as workdir:
+        with tempfile.TemporaryDirectory(dir=res.scratch(), prefix="deidentify-") as workdir:
             work = Path(workdir)
             outputs = [
                 ("tables/clinical.parquet", "clinical", t.write_table(table.table, work / "c.parquet"),

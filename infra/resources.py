@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
@@ -29,6 +30,12 @@ class Resources:
     sessions: sessionmaker
     audit: AuditLog
     keys: LocalKeyStore
+
+    def scratch(self) -> Path:
+        """Scratch space under SEQLIFE_HOME for temporary copies; callers remove what they make."""
+        path = self.settings.home / "tmp"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
 
 @lru_cache(maxsize=8)

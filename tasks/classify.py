@@ -65,7 +65,7 @@ def label_version(res: Resources, dataset: str, version: int | None, policy: Pol
         version_id = dataset_version.id
     for data_file in files:
         if data_file.format == "parquet":
-            with tempfile.TemporaryDirectory(dir=_scratch(res)) as scratch:
+            with tempfile.TemporaryDirectory(dir=res.scratch()) as scratch:
                 local = Path(scratch) / "table.parquet"
                 with res.store.open(data_file.object_key, data_file.object_version_id) as src, \
                         open(local, "wb") as dst:
@@ -104,12 +104,6 @@ def store_proposal(res: Resources, version_id: int, fields: list[rules.FieldLabe
         for label in fields:
             session.add(ClassificationField(classification_id=proposal.id, **asdict(label)))
         return proposal.id
-
-
-def _scratch(res: Resources) -> Path:
-    path = res.settings.home / "tmp"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def labels_digest(summary: dict, fields: list[dict]) -> str:

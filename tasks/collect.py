@@ -227,6 +227,4 @@ def _register(res: Resources, dataset: str, owner: str, version: int, zone: str,
 
 def new_workdir(res: Resources) -> tempfile.TemporaryDirectory:
     """Scratch space under SEQLIFE_HOME, removed when the flow ends whatever happens."""
-    scratch = res.settings.home / "tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryDirectory(dir=scratch, prefix="collect-")
+    return tempfile.TemporaryDirectory(dir=res.scratch(), prefix="collect-")

@@ -54,12 +54,6 @@ def output_name(dataset: str, project: str) -> str:
     return f"{dataset}--{project}"
 
 
-def _scratch(res: Resources) -> Path:
-    path = res.settings.home / "tmp"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def _fetch(res: Resources, data_file: dict, target: Path) -> Path:
     """Copy a stored version to a local file; the full read verifies its SHA-256."""
     with res.store.open(data_file["object_key"], data_file["object_version_id"]) as src, \
@@ -89,7 +83,7 @@ def deidentify_table(res: Resources, source: Source, project: str, policy: Polic
     """The clinical table through every rule, plus the sample sheet for file renaming."""
     clinical = next(f for f in source.files if f["role"] == "clinical")
     samples = next(f for f in source.files if f["role"] == "samples")
-    with tempfile.TemporaryDirectory(dir=_scratch(res)) as scratch:
+    with tempfile.TemporaryDirectory(dir=res.scratch()) as scratch:
         df = pq.read_table(_fetch(res, clinical, Path(scratch) / "c.parquet")).to_pandas(
             types_mapper=None)
         sample_sheet = pq.read_table(_fetch(res, samples, Path(scratch) / "s.parquet")).to_pandas()
