@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 
 from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from seqlife.exceptions import ConfigurationError
 
@@ -56,3 +57,7 @@ class LocalKeyStore:
     def sealer(self, name: str) -> Fernet:
         """Authenticated encryption (Fernet: AES-128-CBC + HMAC-SHA256) under the named secret."""
         return Fernet(base64.urlsafe_b64encode(self.secret(name)))
+
+    def signing_key(self, name: str = "controller-signing") -> Ed25519PrivateKey:
+        """The controller's Ed25519 signing key (its 32-byte seed is the named secret)."""
+        return Ed25519PrivateKey.from_private_bytes(self.secret(name))
