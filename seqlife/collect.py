@@ -17,7 +17,7 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Mapping
+from typing import BinaryIO, Callable, Iterable, Iterator, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -151,6 +151,32 @@ def _check_fastq_lines(lines: list[bytes], label: str, done: int) -> None:
                             "lengths differ")
 
 
+class FastqBlocks:
+    """Split a FASTQ byte stream into lists of lines holding whole 4-line records, one read block
+    at a time (constant memory). ``carry`` is the incomplete rest so far; ``tail()`` is what is
+    left when the stream ends (complete records without a final newline, or a truncated one)."""
+
+    def __init__(self, stream: BinaryIO, block_size: int | None = None) -> None:
+        self.stream, self.block_size = stream, block_size or FASTQ_BLOCK
+        self.carry = b""
+
+    def __iter__(self) -> Iterator[list[bytes]]:
+        while block := self.stream.read(self.block_size):
+            lines = (self.carry + block).split(b"\n")
+            self.carry = lines.pop()
+            complete = len(lines) - len(lines) % 4
+            if complete < len(lines):
+                self.carry = b"\n".join(lines[complete:] + [self.carry])
+                del lines[complete:]
+            yield lines
+
+    def tail(self) -> list[bytes]:
+        lines = self.carry.split(b"\n") if self.carry else []
+        if lines and lines[-1] == b"":
+            lines.pop()
+        return lines
+
+
 def check_fastq(path: Path, label: str, progress: Progress | None = None) -> FileCheck:
     """Parse every record of a FASTQ (plain or gzip, multi-member) while hashing the file."""
     with open(path, "rb") as raw:
@@ -158,22 +184,14 @@ def check_fastq(path: Path, label: str, progress: Progress | None = None) -> Fil
         is_gzip = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
         stream: BinaryIO = gzip.GzipFile(fileobj=hashing, mode="rb") if is_gzip else hashing  # type: ignore[assignment]
-        records, carry = 0, b""
+        records, blocks = 0, FastqBlocks(stream)
         try:
-            while block := stream.read(FASTQ_BLOCK):
-                lines = (carry + block).split(b"\n")
-                carry = lines.pop()
-                complete = len(lines) - len(lines) % 4
-                if complete < len(lines):
-                    carry = b"\n".join(lines[complete:] + [carry])
-                    del lines[complete:]
+            for lines in blocks:
                 _check_fastq_lines(lines, label, records)
-                records += complete // 4
+                records += len(lines) // 4
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise MalformedFile(label, "FASTQ", "compressed stream is truncated or corrupt") from exc
-        tail = carry.split(b"\n") if carry else []
-        if tail and tail[-1] == b"":
-            tail.pop()
+        tail = blocks.tail()
         if len(tail) % 4:
             raise MalformedFile(label, "FASTQ", f"file ends inside record {records + 1} (truncated)")
         if tail:

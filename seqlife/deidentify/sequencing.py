@@ -56,6 +56,7 @@ from typing import BinaryIO
 
 import pysam
 
+from seqlife.collect import FastqBlocks
 from seqlife.deidentify.seqerrors import EXTEND_MAP, ScrubError
 
 #: The 28-byte empty block that ends every BGZF file (SAM/BAM specification §4.1.2).
@@ -881,24 +882,18 @@ def _rewrite_fastq(stream: BinaryIO | _HashingReader, sink: _BackgroundWriter | 
     """
     cache: dict[bytes, bytes] = {}
     records = dropped = 0
-    carry = b""
-    while block := stream.read(FASTQ_BLOCK):
-        lines = (carry + block).split(b"\n")
-        carry = lines.pop()
-        complete = len(lines) - len(lines) % 4
-        if complete < len(lines):
-            carry = b"\n".join(lines[complete:] + [carry])
-            del lines[complete:]
-        if len(carry) > FASTQ_MAX_RECORD:
-            raise ScrubError(label, "FASTQ", f"read {records + complete // 4 + 1} is longer than "
+    blocks = FastqBlocks(stream, FASTQ_BLOCK)  # type: ignore[arg-type]
+    for lines in blocks:
+        if len(blocks.carry) > FASTQ_MAX_RECORD:
+            raise ScrubError(label, "FASTQ", f"read {records + len(lines) // 4 + 1} is longer than "
                              f"{FASTQ_MAX_RECORD >> 20} MiB (not a FASTQ?)",
                              "check the file with the collect stage")
         if lines:
             dropped += _rename_reads(lines, records, name_map, cache, label)
             lines.append(b"")
             sink.write(b"\n".join(lines))
-        records += complete // 4
-    tail = carry.split(b"\n") if carry else []
+        records += len(lines) // 4
+    tail = blocks.tail()
     if len(tail) % 4:
         raise ScrubError(label, "FASTQ", f"the file ends inside read {records + 1} (truncated)")
     if tail:
