@@ -210,6 +210,18 @@ class PatientCodeIndex(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Certificate(Base):
+    """A signed certificate of a derived dataset version (DER §5)."""
+
+    __tablename__ = "certificates"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"))
+    document: Mapped[dict] = mapped_column(JSON)
+    certificate_key: Mapped[str] = mapped_column(String(500))
+    issued_by: Mapped[str] = mapped_column(String(200))
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 def make_engine(db_url: str) -> Engine:
     """An engine with SQLite made safe for concurrent flows (WAL, busy timeout, foreign keys)."""
     if db_url.startswith("sqlite:///"):

@@ -1,0 +1,150 @@
+"""Certify tasks: gather the evidence for a derived version, sign, store, and verify certificates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import select
+
+from infra.catalog import (
+    Certificate,
+    Consent,
+    DataFile,
+    DatasetVersion,
+    Deidentification,
+)
+from infra.resources import Resources
+from seqlife import certify as rules
+from seqlife.classify.detectors import load_detectors
+from seqlife.classify.labels import load_classify_policy
+from seqlife.exceptions import SeqlifeError
+from seqlife.policy import Policy
+from tasks.classify import current_classification, find_version, label_version
+
+
+def _read_parquet(res: Resources, data_file: DataFile) -> pd.DataFrame:
+    with tempfile.TemporaryDirectory(dir=res.scratch()) as scratch:
+        path = Path(scratch) / "t.parquet"
+        with res.store.open(data_file.object_key, data_file.object_version_id) as src:
+            path.write_bytes(src.read())
+        return pd.read_parquet(path)
+
+
+def stored_digests(res: Resources, dataset: str, version: int | None) -> dict[str, str]:
+    """SHA-256 of every file of a version, recomputed from the stored bytes (not the catalog)."""
+    with res.sessions() as session:
+        files = [(f.path, f.object_key, f.object_version_id)
+                 for f in find_version(session, dataset, version).files]
+    digests = {}
+    for path, key, version_id in files:
+        digest = hashlib.sha256()
+        try:
+            with res.store.open(key, version_id) as stream:
+                while chunk := stream.read(1 << 20):
+                    digest.update(chunk)
+        except SeqlifeError:  # integrity failure on read: the bytes were altered
+            digests[path] = "altered"
+            continue
+        digests[path] = digest.hexdigest()
+    return digests
+
+
+@task(name="gather_evidence", cache_policy=NO_CACHE)
+def gather_evidence(res: Resources, dataset: str, version: int | None, scenario: str
+                    ) -> tuple[rules.Evidence, str]:
+    """Evidence for DER §5 from the catalog and store; runs the quality gate on the derived table.
+
+    Returns the evidence and the masked quality report (HTML) to keep with the version.
+    """
+    from tasks.quality import quality_frames_for_certification
+
+    with res.sessions() as session:
+        output = find_version(session, dataset, version)
+        run = session.scalar(select(Deidentification).where(
+            Deidentification.output_version_id == output.id))
+        files = {f.path: f.sha256 for f in output.files}
+        clinical = next((f for f in output.files if f.path == "tables/clinical.parquet"), None)
+        lineage = [{"dataset": dataset, "version": output.version, "zone": output.zone,
+                    "digest": output.manifest_sha256}]
+        consented, classified, approved, report, source_hashes = False, False, False, {}, {}
+        if run is not None:
+            source = session.get(DatasetVersion, run.source_version_id)
+            lineage.append({"dataset": source.dataset.name, "version": source.version,
+                            "zone": source.zone, "digest": source.manifest_sha256})
+            subjects = {f.subject_id for f in source.files if f.subject_id is not None}
+            covered = set(session.scalars(select(Consent.subject_id).where(
+                Consent.subject_id.in_(subjects), Consent.withdrawn_on.is_(None))))
+            consented = bool(subjects) and subjects <= covered
+            classification = current_classification(session, source)
+            classified = classification is not None and classification.status == "approved"
+            approved, report = run.status == "approved", run.report
+            source_hashes = {"deidentify": run.policy_hash,
+                             "classify": classification.policy_hash if classification else ""}
+        output_version = output.version
+        table = _read_parquet(res, clinical) if clinical is not None else None
+    quality, docs, quality_hash = quality_frames_for_certification(table)
+    _, _, labels = label_version.fn(res, dataset, output_version, load_classify_policy(),
+                                    load_detectors())
+    kanon, risk = report.get("kanon", {}), report.get("risk", {})
+    evidence = rules.Evidence(
+        dataset=dataset, version=output_version, content_digest=lineage[0]["digest"],
+        files=files, lineage=lineage, subjects_all_consented=consented,
+        method_recorded=bool(kanon.get("levels") is not None and report.get("source")),
+        quality=quality, classification_approved=classified, deidentification_approved=approved,
+        k_required=int(kanon.get("k", 5)), k_achieved=int(kanon.get("k_achieved", 0)),
+        risk_passed=bool(risk.get("passed")), grade=labels.grade,
+        generation_technique="deidentification", application_scenario=scenario,
+        policy_hashes={**source_hashes, "quality": quality_hash})
+    return evidence, docs
+
+
+def issue(res: Resources, evidence: rules.Evidence, requirements: list[rules.Requirement],
+          policy: Policy, quality_docs: str) -> dict[str, Any]:
+    """Sign and store the certificate (JSON + HTML) and the masked quality report beside the data."""
+    now = datetime.now(timezone.utc)
+    body = rules.build_certificate(evidence, requirements, policy, res.settings.actor,
+                                   now.isoformat(timespec="seconds"), str(uuid.uuid4()))
+    signed = rules.sign(body, res.keys.signing_key())
+    with res.sessions() as session:
+        output = find_version(session, evidence.dataset, evidence.version)
+        base = f"{output.zone}/{evidence.dataset}"
+        version_id = output.id
+    key = f"{base}/_certificates/v{evidence.version}.json"
+    res.store.put_bytes(key, json.dumps(signed, indent=2, sort_keys=True).encode())
+    res.store.put_bytes(f"{base}/_certificates/v{evidence.version}.html", rules.render_html(signed))
+    res.store.put_bytes(f"{base}/_quality/v{evidence.version}.html", quality_docs.encode())
+    with res.sessions.begin() as session:
+        session.add(Certificate(id=body["id"], dataset_version_id=version_id, document=signed,
+                                certificate_key=key, issued_by=res.settings.actor, issued_at=now))
+    return {"certificate": body["id"], "dataset": evidence.dataset, "version": evidence.version,
+            "certificate_key": key, "signed": signed}
+
+
+def verify_document(res: Resources, signed: dict[str, Any]) -> list[str]:
+    """Check a certificate against the controller's key and the data as it is stored now."""
+    body = signed.get("certificate", {})
+    try:
+        current = stored_digests(res, body["dataset"], int(body["version"]))
+    except (KeyError, TypeError, ValueError, SeqlifeError):
+        current = {}
+    return rules.verify(signed, res.keys.signing_key().public_key(), current)
+
+
+def is_certified(res: Resources, dataset: str, version: int | None) -> bool:
+    """Sharing accepts only certified derived data: a certificate that still verifies."""
+    with res.sessions() as session:
+        output = find_version(session, dataset, version)
+        certificate = session.scalar(select(Certificate).where(
+            Certificate.dataset_version_id == output.id).order_by(Certificate.issued_at.desc()))
+        document = certificate.document if certificate else None
+    return document is not None and not verify_document(res, document)
+
