@@ -1,11 +1,14 @@
 """Flow ``collect``: validate a delivery completely, then store and register it as one raw version.
 
-Nothing is stored before every file and table has been parsed and every subject linked to a
-covering consent; a refusal is written to the audit trail and leaves earlier versions untouched.
+Nothing is stored before every file and table has been parsed, every subject linked to a
+covering consent and the quality gate passed (clinical, variant and sequencing-QC suites); the
+version is then recorded in the lineage registry. A refusal is written to the audit trail and
+leaves earlier versions untouched.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,8 +18,11 @@ from prefect.runtime import flow_run
 from infra.resources import Resources, build_resources
 from seqlife.collect import load_collect_policy
 from seqlife.exceptions import SeqlifeError
+from seqlife.quality import load_quality_policy
 from seqlife.settings import Settings
 from tasks import collect as t
+from tasks import lineage, quality
+from tasks.lineage import stage_of_run
 
 
 def run_collect(res: Resources, source: str, dataset: str, scenario: str, owner: str,
@@ -31,12 +37,28 @@ def run_collect(res: Resources, source: str, dataset: str, scenario: str, owner:
         plan = t.plan_collection(delivery, scenario, policy)
         checks = t.check_sequencing_file.map(
             unmapped(str(delivery.source)), plan.files, unmapped(policy)).result()
+        sequencing = [(planned.path, delivery.source / planned.path, check.format)
+                      for check, planned in zip(checks, plan.files)]
+        frames = quality.intake_frames(delivery.tables["clinical"].to_pandas(), sequencing,
+                                       load_quality_policy())
+        _, report, _ = quality.gate_step(
+            res, frames, obj, f"{policy['raw_zone']}/{dataset}/_quality/refused-"
+                              f"{run_id or uuid.uuid4()}.html")
         with t.new_workdir(res) as workdir:
             tables = t.stage_tables(delivery, plan, workdir)
             sources = [(check, delivery.source / planned.path, planned)
                        for check, planned in zip(checks, plan.files)]
             sources += [(check, path, None) for check, path in tables]
             registered = t.store_and_register(res, dataset, owner, plan, sources, policy, run_id)
+            if registered.created:
+                res.store.put_bytes(f"{policy['raw_zone']}/{dataset}/_quality/"
+                                    f"v{registered.version}.html", report.encode())
+            stage, files = stage_of_run(
+                "collect", dataset, registered.version,
+                {t.dataset_path(check, planned): (check.sha256, path)
+                 for check, path, planned in sources},
+                (), run_id, policy.content_hash, {"scenario": scenario})
+            lineage.record_stage(res, stage, files)
     except SeqlifeError as exc:
         res.audit.append("collect.refused", obj, "refused", reason=exc.message,
                          policy_hash=policy.content_hash)

@@ -5,20 +5,25 @@ committee approval, with a JSON + HTML report that holds no personal data."""
 from __future__ import annotations
 
 import tempfile
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow, unmapped
 from prefect.runtime import flow_run
 
+from expectations import deidentified
 from infra.resources import Resources, build_resources
 from seqlife.collect import subject_surrogate
 from seqlife.deidentify.report import allele_frequency_summary, cohort_summary
 from seqlife.deidentify.tables import load_deidentify_policy
 from seqlife.exceptions import SeqlifeError
+from seqlife.quality import load_quality_policy, prepare_deidentified
 from seqlife.settings import Settings
 from tasks import deidentify as t
+from tasks import lineage, quality
 from tasks.classify import require_approved_classification
+from tasks.lineage import recorded_artifacts, stage_of_run
 
 SEQUENCING = ("fastq", "bam", "vcf")
 
@@ -32,7 +37,13 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
     try:
         labels = require_approved_classification(res, dataset, version, "deidentify")
         source = t.load_source(res, dataset, version)
-        table, samples = t.deidentify_table(res, source, project, policy)
+        table, samples, original_stays = t.deidentify_table(res, source, project, policy)
+        name = t.output_name(dataset, project)
+        frames = {"tables/clinical.parquet": (prepare_deidentified(
+            table.table, load_quality_policy(), original_stays), deidentified.SUITE)}
+        _, quality_report, quality_hash = quality.gate_step(
+            res, frames, f"dataset:{name}",
+            f"{t.ZONE}/{name}/_quality/refused-{run_id or uuid.uuid4()}.html")
         secret = res.keys.secret(f"surrogate-{project}")
         sample_map = {mrn: subject_surrogate(secret, mrn) for mrn in samples["mrn"]}
         name_map = {sid: subject_surrogate(secret, f"sample:{sid}") for sid in samples["sample_id"]}
@@ -74,9 +85,23 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
                 "risk": {**asdict(table.risk), "limits": policy["risk_limits"], "passed": True},
                 "files": [{"path": relative, **asdict(scrub)} for relative, _, scrub in scrubbed],
                 "approval": {"status": "pending_approval", "approver_role": policy["approver_role"]},
+                "quality": {"passed": True, "policy_hash": quality_hash},
             }
+            inputs = [a for a in recorded_artifacts(res, dataset, source.version)
+                      if a.path in {f["path"] for f in source.files
+                                    if f["role"] in ("clinical", "samples")
+                                    or f["format"] in SEQUENCING}]
             stored = t.store_deidentified(res, source, project, outputs, dict(table.code_index),
                                           report, policy, run_id)
+            res.store.put_bytes(f"{t.ZONE}/{name}/_quality/v{stored['version']}.html",
+                                quality_report.encode())
+            stage, local = stage_of_run(
+                "deidentify", name, stored["version"],
+                {relative: (stored["files"][relative], path) for relative, _, path, _ in outputs},
+                inputs, run_id, policy.content_hash,
+                {"project": project, "k": int(policy["k"]),
+                 "levels": {str(q): int(v) for q, v in table.kanon.levels.items()}})
+            lineage.record_stage(res, stage, local)
     except SeqlifeError as exc:
         res.audit.append("deidentify.refused", obj, "refused", reason=exc.message,
                          policy_hash=policy.content_hash)

@@ -52,7 +52,7 @@ class Evidence:
     version: int
     content_digest: str
     files: Mapping[str, str]                     # path -> sha256
-    lineage: Sequence[Mapping[str, Any]]         # derived -> raw: dataset, version, zone, digest
+    lineage: Sequence[Mapping[str, Any]]         # derived -> raw, one step per recorded stage
     subjects_all_consented: bool
     method_recorded: bool
     quality: Sequence[Mapping[str, Any]]         # quality summaries: suite, success, failed
@@ -79,16 +79,15 @@ class Requirement:
 def check_requirements(evidence: Evidence, policy: Policy) -> list[Requirement]:
     """Every DER §5 requirement with its verdict; certification needs all of them met."""
     clauses = policy["requirements"]
-    reaches_raw = bool(evidence.lineage) and evidence.lineage[-1].get("zone") == "01_raw"
+    reaches_raw, lineage_detail = _lineage_verdict(evidence)
     failed_suites = [q["suite"] for q in evidence.quality if not q["success"]]
     return [
         Requirement("process", "lawful source", evidence.subjects_all_consented,
                     "every subject of the source is covered by consent" if
                     evidence.subjects_all_consented else "source subjects lack a covering consent",
                     clauses["lawful_source"]),
-        Requirement("process", "lineage complete to raw", reaches_raw,
-                    f"{len(evidence.lineage)} step(s) back to raw" if reaches_raw else
-                    "the chain does not reach a raw, collected version", clauses["lineage"]),
+        Requirement("process", "lineage complete to raw", reaches_raw, lineage_detail,
+                    clauses["lineage"]),
         Requirement("process", "method and parameters recorded", evidence.method_recorded,
                     "de-identification report with policy hash and levels" if
                     evidence.method_recorded else "no de-identification report", clauses["method"]),
@@ -108,6 +107,27 @@ def check_requirements(evidence: Evidence, policy: Policy) -> list[Requirement]:
                     "risk test passed" if evidence.risk_passed else "risk above policy limits",
                     clauses["risk"]),
     ]
+
+
+def _lineage_verdict(evidence: Evidence) -> tuple[bool, str]:
+    """The chain must start at this version's own files and end at a collected raw version.
+
+    Each step is one recorded stage: ``dataset``, ``version``, ``stage`` (the verb), ``zone``,
+    ``outputs`` (path -> SHA-256 of what the stage wrote for that version) and ``inputs`` (how
+    many files it read).
+    """
+    if not evidence.lineage:
+        return False, "no lineage is recorded for this version"
+    derived = [s for s in evidence.lineage if s.get("stage") != "encrypt"]  # storage form only
+    if not derived:
+        return False, "no lineage is recorded for this version"
+    first, last = derived[0], derived[-1]
+    if dict(first.get("outputs", {})) != dict(evidence.files):
+        return False, "the files recorded in the lineage differ from the stored files"
+    if last.get("stage") != "collect" or last.get("inputs") or last.get("zone") != "01_raw":
+        return False, "the chain does not reach a raw, collected version"
+    return True, (f"{len(evidence.lineage)} recorded stage(s) back to raw "
+                  f"{last['dataset']} v{last['version']}")
 
 
 def _canonical(document: Mapping[str, Any]) -> bytes:
@@ -188,9 +208,12 @@ def render_html(signed: Mapping[str, Any]) -> bytes:
         f"<td>{html.escape(r['name'])}</td><td>{'met' if r['ok'] else 'NOT met'}</td>"
         f"<td>{html.escape(r['detail'])}</td><td>{html.escape(r['clause'])}</td></tr>"
         for r in body["requirements"])
-    lineage = "".join(f"<li>{html.escape(str(step['dataset']))} v{step['version']} "
+    lineage = "".join(f"<li>{html.escape(str(step.get('stage', '')))}: "
+                      f"{html.escape(str(step['dataset']))} v{step['version']} "
                       f"({html.escape(str(step.get('zone', '')))}) — "
-                      f"<code>{html.escape(str(step.get('digest', ''))[:16])}</code></li>"
+                      f"{len(step.get('outputs', {}))} file(s), manifest "
+                      f"<code>{html.escape(str(step.get('digest', ''))[:16])}</code>, flow run "
+                      f"<code>{html.escape(str(step.get('flow_run_id', ''))[:8])}</code></li>"
                       for step in body["lineage"])
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Certificate {html.escape(body['id'])}</title>

@@ -43,7 +43,8 @@ REQUIRED_RULES: frozenset[str] = frozenset({
     "suites",
     "clinical_subject", "clinical_value_sets", "clinical_ranges", "clinical_date_order",
     "variant_chrom", "variant_min_pos", "variant_ref", "variant_alt", "variant_gt",
-    "qc_min_reads", "qc_min_q30_share", "qc_gc_share", "qc_min_mapped_share",
+    "qc_min_reads", "qc_min_q30_share", "qc_gc_share", "qc_min_mapped_share", "qc_sample_reads",
+    "variant_sample_records",
     "deidentified_no_identifiers", "deidentified_quasi_identifiers", "deidentified_k",
     "deidentified_date_shift",
     "unexpected_value_masking", "result_format",
@@ -160,7 +161,8 @@ def check_quality_policy(policy: Policy, policy_dir: Path | None = None) -> None
             re.compile(policy[rule])
         except (re.error, TypeError) as exc:
             raise fail(rule, f"is not a regular expression that compiles ({exc})") from exc
-    for rule, least in (("variant_min_pos", 1), ("qc_min_reads", 0), ("deidentified_k", 1)):
+    for rule, least in (("variant_min_pos", 1), ("qc_min_reads", 0), ("deidentified_k", 1),
+                        ("qc_sample_reads", 1), ("variant_sample_records", 1)):
         value = policy[rule]
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise fail(rule, f"must be a whole number >= {least}")

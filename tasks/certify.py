@@ -22,8 +22,10 @@ from infra.catalog import (
     DatasetVersion,
     Deidentification,
 )
+from infra.lineage import LineageRegistry
 from infra.resources import Resources
 from seqlife import certify as rules
+from seqlife import lineage
 from seqlife.classify.detectors import load_detectors
 from seqlife.classify.labels import load_classify_policy
 from seqlife.exceptions import SeqlifeError
@@ -58,6 +60,29 @@ def stored_digests(res: Resources, dataset: str, version: int | None) -> dict[st
     return digests
 
 
+def recorded_lineage(res: Resources, session: Any, dataset: str, version: int
+                     ) -> list[dict[str, Any]]:
+    """The chain back to raw as the lineage registry recorded it, one step per stage, with the
+    zone and manifest digest the catalog holds for each output version. Empty if nothing is
+    recorded: certification then names the unmet requirement instead of failing."""
+    graph = lineage.build_graph(LineageRegistry.open(res.settings).stages())
+    try:
+        stages = lineage.chain_back(graph, dataset, version)
+    except lineage.ArtifactNotRecorded:
+        return []
+    steps = []
+    for stage in stages:
+        for name, number in stage.output_versions:
+            row = find_version(session, name, number)
+            steps.append({
+                "stage": stage.stage, "dataset": name, "version": number, "zone": row.zone,
+                "digest": row.manifest_sha256, "flow_run_id": stage.flow_run_id,
+                "policy_hash": stage.policy_hash, "inputs": len(stage.inputs),
+                "outputs": {a.path: a.sha256 for a in stage.outputs
+                            if a.version_key == (name, number)}})
+    return steps
+
+
 @task(name="gather_evidence", cache_policy=NO_CACHE)
 def gather_evidence(res: Resources, dataset: str, version: int | None, scenario: str
                     ) -> tuple[rules.Evidence, str]:
@@ -72,14 +97,12 @@ def gather_evidence(res: Resources, dataset: str, version: int | None, scenario:
         run = session.scalar(select(Deidentification).where(
             Deidentification.output_version_id == output.id))
         files = {f.path: f.sha256 for f in output.files}
+        content_digest = output.manifest_sha256
         clinical = next((f for f in output.files if f.path == "tables/clinical.parquet"), None)
-        lineage = [{"dataset": dataset, "version": output.version, "zone": output.zone,
-                    "digest": output.manifest_sha256}]
+        lineage = recorded_lineage(res, session, dataset, output.version)
         consented, classified, approved, report, source_hashes = False, False, False, {}, {}
         if run is not None:
             source = session.get(DatasetVersion, run.source_version_id)
-            lineage.append({"dataset": source.dataset.name, "version": source.version,
-                            "zone": source.zone, "digest": source.manifest_sha256})
             subjects = {f.subject_id for f in source.files if f.subject_id is not None}
             covered = set(session.scalars(select(Consent.subject_id).where(
                 Consent.subject_id.in_(subjects), Consent.withdrawn_on.is_(None))))
@@ -96,7 +119,7 @@ def gather_evidence(res: Resources, dataset: str, version: int | None, scenario:
                                     load_detectors())
     kanon, risk = report.get("kanon", {}), report.get("risk", {})
     evidence = rules.Evidence(
-        dataset=dataset, version=output_version, content_digest=lineage[0]["digest"],
+        dataset=dataset, version=output_version, content_digest=content_digest,
         files=files, lineage=lineage, subjects_all_consented=consented,
         method_recorded=bool(kanon.get("levels") is not None and report.get("source")),
         quality=quality, classification_approved=classified, deidentification_approved=approved,
@@ -121,7 +144,8 @@ def issue(res: Resources, evidence: rules.Evidence, requirements: list[rules.Req
     key = f"{base}/_certificates/v{evidence.version}.json"
     res.store.put_bytes(key, json.dumps(signed, indent=2, sort_keys=True).encode())
     res.store.put_bytes(f"{base}/_certificates/v{evidence.version}.html", rules.render_html(signed))
-    res.store.put_bytes(f"{base}/_quality/v{evidence.version}.html", quality_docs.encode())
+    res.store.put_bytes(f"{base}/_certificates/v{evidence.version}-quality.html",
+                        quality_docs.encode())
     with res.sessions.begin() as session:
         session.add(Certificate(id=body["id"], dataset_version_id=version_id, document=signed,
                                 certificate_key=key, issued_by=res.settings.actor, issued_at=now))

@@ -95,6 +95,12 @@ class Registered:
     excluded_subjects: tuple[str, ...]  # surrogates only
 
 
+def dataset_path(check: collect.FileCheck, planned: collect.PlannedFile | None) -> str:
+    """Where a delivered file lives in the dataset: sequencing files as delivered, tables under
+    ``tables/``."""
+    return check.path if planned else f"tables/{check.path}"
+
+
 @task(name="store_and_register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5],
       retry_condition_fn=is_transient)
 def store_and_register(res: Resources, dataset: str, owner: str, plan: collect.CollectionPlan,
@@ -110,7 +116,7 @@ def store_and_register(res: Resources, dataset: str, owner: str, plan: collect.C
     surrogate = {key: collect.subject_surrogate(secret, key)
                  for key in plan.included_subjects | plan.excluded_subjects}
     entries = [
-        collect.ManifestEntry(check.path if planned else f"tables/{check.path}",
+        collect.ManifestEntry(dataset_path(check, planned),
                               planned.role if planned else check.path.removesuffix(".parquet"),
                               check.format, check.size, check.sha256, check.records,
                               planned.sample_id if planned else None,

@@ -32,6 +32,7 @@ from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from expectations import clinical, deidentified, sequencing_qc, variants  # noqa: E402
+from infra.resources import Resources  # noqa: E402
 from seqlife import quality as rules  # noqa: E402
 from seqlife.policy import Policy  # noqa: E402
 
@@ -269,3 +270,61 @@ def quality_frames_for_certification(table: pd.DataFrame | None
                                         table=label)
     report = render_docs.fn([masked], rules.decide([summary], policy))
     return rules.summaries_as_dicts([summary]), report, policy_hash
+
+
+# --- the gate as a flow step ----------------------------------------------------------------
+
+
+@task(name="intake_frames", cache_policy=NO_CACHE)
+def intake_frames(clinical: pd.DataFrame, files: Sequence[tuple[str, str, str]], policy: Policy
+                  ) -> dict[str, tuple[pd.DataFrame, str]]:
+    """The tables the intake gate validates: the clinical table, one variant table for every VCF
+    of the delivery and one QC row per FASTQ/BAM (SEQ §5).
+
+    Args:
+        clinical: the delivered clinical table.
+        files: (label, local path, format) of each sequencing file; the label names it in the
+            report (its path in the dataset).
+        policy: the quality policy; ``qc_sample_reads`` and ``variant_sample_records`` bound how
+            much of each file is read.
+    """
+    frames: dict[str, tuple[pd.DataFrame, str]] = {"tables/clinical.parquet": (clinical, "clinical")}
+    metrics = {label: rules.sequencing_qc_metrics(path, fmt, int(policy["qc_sample_reads"]))
+               for label, path, fmt in files if fmt in ("fastq", "bam")}
+    if metrics:
+        frames["sequencing QC"] = (rules.qc_table(metrics), sequencing_qc.SUITE)
+    vcfs = [rules.variant_table(path, int(policy["variant_sample_records"]))
+            for _, path, fmt in files if fmt == "vcf"]
+    if vcfs:
+        frames["variants (all VCFs)"] = (pd.concat(vcfs, ignore_index=True), variants.SUITE)
+    return frames
+
+
+@task(name="quality_gate_step", cache_policy=NO_CACHE)
+def gate_step(res: Resources, frames: Mapping[str, tuple[pd.DataFrame, str]], obj: str,
+              refused_report_key: str) -> tuple[rules.Decision, str, str]:
+    """Run the gate inside a flow: on failure keep the masked report, audit, and stop the flow.
+
+    Args:
+        res: the flow's resources (store and audit trail).
+        frames: table label -> (table, suite), as :func:`quality_gate` takes them.
+        obj: the audit object (``dataset:NAME@vN``) the gate judged.
+        refused_report_key: where the masked report is kept when the gate fails.
+    Returns:
+        The decision, the masked report (HTML, for the caller to keep with the version it stores)
+        and the gate's policy hash.
+    Raises:
+        QualityGateFailed: after the report is stored and the failure audited.
+    """
+    policy = rules.load_quality_policy()
+    policy_hash = rules.gate_policy_hash(policy)
+    try:
+        decision, report = quality_gate.fn(frames, policy)
+    except rules.QualityGateFailed as exc:
+        res.store.put_bytes(refused_report_key, exc.report_html.encode())
+        res.audit.append("quality.fail", obj, "refused",
+                         reason=f"{exc.message} Report kept at {refused_report_key}.",
+                         policy_hash=policy_hash)
+        raise
+    res.audit.append("quality.pass", obj, "ok", reason=decision.message, policy_hash=policy_hash)
+    return decision, report, policy_hash

@@ -47,6 +47,21 @@ def test_demo_runs_the_lifecycle_from_an_empty_home(tmp_path: Path) -> None:
     assert versions == {("demo-cohort", 1, "01_raw"),
                         ("demo-cohort--demo-project", 1, "03_deidentified")}
     assert payload["steps"]["deidentify + approve"].count("approved by committee") == 1
+    assert "0 unmet" in payload["steps"]["certify"] and "verifies" in payload["steps"]["certify"]
+
+    # GB/T 39725 §11.3.4.6 b 2: the certified release traces back to the raw files, with hashes
+    traced = seqlife(home, "lineage", "demo-cohort--demo-project@1", "--verify", "--json")
+    assert traced.returncode == 0, traced.stderr[-2000:]
+    lineage = json.loads(traced.stdout)
+    assert [s["verb"] for s in lineage["back"]] == ["deidentify", "collect"]
+    assert [s["verb"] for s in lineage["forward"]] == ["deidentify"]
+    assert lineage["problems"] == [] and lineage["grade"]["certified"] is True
+    raw = {a["path"]: a["sha256"] for a in lineage["back"][1]["outputs"]}
+    assert all(raw[a["path"]] == a["sha256"] for a in lineage["back"][0]["inputs"])
+    wrong = seqlife(home, "lineage", "demo-cohort@x")
+    assert wrong.returncode != 0 and "DATASET@N" in wrong.stderr
+    readable = seqlife(home, "lineage", "demo-cohort", "--direction", "forward")
+    assert readable.returncode == 0 and "raw -> derived" in readable.stdout
 
 
 def test_audit_verify_names_the_first_broken_record(tmp_path: Path) -> None:
