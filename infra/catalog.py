@@ -100,6 +100,13 @@ class DataFile(Base):
     object_version_id: Mapped[str] = mapped_column(String(100))
     subject_id: Mapped[int | None] = mapped_column(ForeignKey("subjects.id"), nullable=True)
     sample_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # the Crypt4GH copy (encrypt stage); once the plaintext is purged, reads go through it
+    encrypted_key: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    encrypted_version_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    cipher_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cipher_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    header_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    plaintext_purged: Mapped[bool] = mapped_column(Boolean, default=False)
     dataset_version: Mapped[DatasetVersion] = relationship(back_populates="files")
     subject: Mapped[Subject | None] = relationship()
 
@@ -250,3 +257,16 @@ def upgrade(engine: Engine) -> None:
 
 def session_factory(engine: Engine) -> sessionmaker:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+class IntegrityManifest(Base):
+    """The signed SHA-256 manifest of an encrypted version (GB/T 39725 §11.3.4.6 a 3)."""
+
+    __tablename__ = "integrity_manifests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"), unique=True)
+    manifest_key: Mapped[str] = mapped_column(String(500))
+    manifest_version_id: Mapped[str] = mapped_column(String(100))
+    document: Mapped[dict] = mapped_column(JSON)
+    data_key_fingerprint: Mapped[str] = mapped_column(String(16))
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

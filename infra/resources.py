@@ -15,6 +15,7 @@ from sqlalchemy.orm import sessionmaker
 
 from infra.audit import AuditLog
 from infra.catalog import make_engine, session_factory, upgrade
+from infra.datakeys import DataKeys, open_master
 from infra.keystore import LocalKeyStore
 from infra.objectstore import ObjectStore, open_store
 from seqlife.settings import Settings
@@ -30,6 +31,7 @@ class Resources:
     sessions: sessionmaker
     audit: AuditLog
     keys: LocalKeyStore
+    data_keys: DataKeys
 
     def scratch(self) -> Path:
         """Scratch space under SEQLIFE_HOME for temporary copies; callers remove what they make."""
@@ -51,4 +53,5 @@ def build_resources(settings: Settings) -> Resources:
         sessions=session_factory(engine),
         audit=AuditLog(engine, settings.actor, settings.role),
         keys=LocalKeyStore(settings.keystore_dir),
+        data_keys=DataKeys(settings.keystore_dir, open_master(settings)),
     )

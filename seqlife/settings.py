@@ -24,6 +24,11 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "credentials come from the usual AWS_* variables",
     "SEQLIFE_KEYSTORE_DIR": "local key store, never inside the object store "
     "(default $SEQLIFE_HOME/keys)",
+    "SEQLIFE_MASTER_KEY": "local master key wrapping the per-dataset data keys: 32 bytes, "
+    "base64 (default: a 0600 file made in the key store on first use)",
+    "SEQLIFE_KMS_KEY_ID": "wrap data keys with this AWS KMS key instead of the local master key",
+    "SEQLIFE_KMS_ENDPOINT_URL": "KMS endpoint (e.g. http://127.0.0.1:5000); region and "
+    "credentials from AWS_*",
     "SEQLIFE_ACTOR": "who is acting, stamped on audit records (default the login name)",
     "SEQLIFE_ROLE": "the actor's role, stamped on audit records (default operator)",
 }
@@ -40,6 +45,8 @@ class Settings:
     keystore_dir: Path
     actor: str
     role: str
+    kms_key_id: str | None = None
+    kms_endpoint_url: str | None = None
 
     @property
     def prefect_home(self) -> Path:
@@ -61,6 +68,8 @@ class Settings:
             keystore_dir=keystore_dir,
             actor=env.get("SEQLIFE_ACTOR") or env.get("USER") or "operator",
             role=env.get("SEQLIFE_ROLE") or "operator",
+            kms_key_id=env.get("SEQLIFE_KMS_KEY_ID") or None,
+            kms_endpoint_url=env.get("SEQLIFE_KMS_ENDPOINT_URL") or None,
         )
         settings.check()
         return settings

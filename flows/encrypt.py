@@ -1,0 +1,136 @@
+"""Flows ``encrypt`` and ``rotate_keys``.
+
+``encrypt``: every file of a dataset version becomes a Crypt4GH copy under the dataset's data key
+(read back and authenticated before it counts), a signed SHA-256 manifest is stored with the
+version, the copies are recorded in the lineage registry, and the plaintext object versions are
+purged, so the version is kept encrypted only. Any failure before the purge leaves the plaintext
+as it was; the refusal is audited.
+
+``rotate_keys``: the yearly re-wrap of every data key under a new master key; payloads are not
+touched (GB/T 39725 §8.3 Table 5).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+from pathlib import Path
+
+from prefect import flow, unmapped
+from prefect.runtime import flow_run
+
+from infra.datakeys import KmsMaster, LocalMaster, Master
+from infra.resources import Resources, build_resources
+from seqlife.exceptions import ConfigurationError, SeqlifeError
+from seqlife.settings import Settings
+from tasks import encrypt as t
+from tasks import lineage
+from tasks.lineage import recorded_artifacts, stage_of_run
+
+
+def run_encrypt(res: Resources, dataset: str, version: int | None, purge: bool | None = None,
+                run_id: str = "") -> dict:
+    policy = t.load_encrypt_policy()
+    purge = policy["purge_plaintext"] if purge is None else purge
+    obj = f"dataset:{dataset}" + (f"@v{version}" if version else "")
+    res.audit.append("encrypt.start", obj, "started", policy_hash=policy.content_hash)
+    try:
+        number, zone, files = t.version_files(res, dataset, version)
+        obj = f"dataset:{dataset}@v{number}"
+        todo = [f for f in files if not f["encrypted_key"]]
+        public = res.data_keys.public_key(dataset)
+        copies = t.encrypt_file.map(unmapped(res), todo, unmapped(zone), unmapped(dataset),
+                                    unmapped(public)).result() if todo else []
+        recorded = t.record_encrypted(res, dataset, number, copies, policy) if copies else {}
+        if copies:
+            inputs = {a.path: a for a in recorded_artifacts(res, dataset, number)}
+            with tempfile.TemporaryDirectory(dir=res.scratch(), prefix="encrypt-") as scratch:
+                stage, local = _lineage_stage(res, dataset, number, copies, inputs, run_id,
+                                              policy.content_hash, Path(scratch))
+                lineage.record_stage(res, stage, local)
+        purged = t.purge_plaintext(res, dataset, number) if purge else 0
+    except SeqlifeError as exc:
+        res.audit.append("encrypt.refused", obj, "refused", reason=exc.message,
+                         policy_hash=policy.content_hash)
+        raise
+    res.audit.append("encrypt.store", obj, "ok",
+                     reason=f"{len(copies)} file(s) encrypted (Crypt4GH), {purged} plaintext "
+                            f"object(s) purged; data key {recorded.get('fingerprint', '-')}",
+                     after_digest=recorded.get("manifest_sha256"), policy_hash=policy.content_hash)
+    return {"dataset": dataset, "version": number, "encrypted": len(copies),
+            "already_encrypted": len(files) - len(todo), "purged": purged, **recorded}
+
+
+def _lineage_stage(res: Resources, dataset: str, version: int, copies: list[dict],
+                   inputs: dict, run_id: str, policy_hash: str, scratch: Path) -> tuple:
+    """The encrypt run as a lineage stage: plaintext artifacts in, Crypt4GH copies out. The copies
+    are fetched to ``scratch`` for DVC (ciphertext only)."""
+    outputs = {}
+    for copy in copies:
+        target = scratch / f"{len(outputs)}.c4gh"
+        with res.store.open(copy["object_key"], copy["object_version_id"]) as src, \
+                open(target, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        outputs[f"{t.C4GH_DIR}/{copy['path']}.c4gh"] = (copy["cipher_sha256"], target)
+    read = [inputs[c["path"]] for c in copies if c["path"] in inputs]
+    return stage_of_run("encrypt", dataset, version, outputs, read, run_id, policy_hash,
+                        {"format": "crypt4gh-v1"})
+
+
+@flow(name="encrypt", log_prints=False)
+def encrypt_flow(dataset: str, version: int | None = None, purge_plaintext: bool | None = None
+                 ) -> dict:
+    """Keep a dataset version encrypted (Crypt4GH) with a signed integrity manifest.
+
+    Args:
+        dataset: catalog name of the dataset.
+        version: its version (latest by default).
+        purge_plaintext: delete the plaintext object versions once the copies are verified
+            (default: the policy's ``purge_plaintext``).
+    """
+    return run_encrypt(build_resources(Settings.from_env()), dataset, version, purge_plaintext,
+                       str(flow_run.id or ""))
+
+
+def new_master(settings: Settings, kms_key_id: str | None = None,
+               master_env: str | None = None) -> Master:
+    """The master to rotate to: a KMS key, a key from the named environment variable, or (the
+    embedded default) fresh random bytes that replace the key store's master file."""
+    if kms_key_id:
+        return KmsMaster(kms_key_id, settings.kms_endpoint_url)
+    if master_env:
+        value = os.environ.get(master_env)
+        if not value:
+            raise ConfigurationError(f"The environment variable {master_env} holds no new master "
+                                     "key.")
+        return LocalMaster(base64.b64decode(value))
+    return LocalMaster(os.urandom(32))
+
+
+def run_rotate(res: Resources, master: Master) -> dict:
+    """Re-wrap every data key under ``master``; the local master file follows when it is local."""
+    from infra.datakeys import MASTER_FILE, _write_private
+
+    policy = t.load_encrypt_policy()
+    old = res.data_keys.master.key_id
+    try:
+        count = res.data_keys.rotate(master)
+        if isinstance(master, LocalMaster) and not os.environ.get("SEQLIFE_MASTER_KEY"):
+            _write_private(res.settings.keystore_dir / MASTER_FILE, master.key)
+    except SeqlifeError as exc:
+        res.audit.append("keys.rotate", "keystore:data-keys", "refused", reason=exc.message,
+                         policy_hash=policy.content_hash)
+        raise
+    res.audit.append("keys.rotate", "keystore:data-keys", "ok",
+                     reason=f"{count} data key(s) re-wrapped from {old} to {master.key_id}",
+                     policy_hash=policy.content_hash)
+    return {"rewrapped": count, "from": old, "to": master.key_id}
+
+
+@flow(name="rotate_keys", log_prints=False)
+def rotate_keys_flow(kms_key_id: str | None = None, master_env: str | None = None) -> dict:
+    """Yearly rotation: re-wrap every data key under a new master key (payloads untouched)."""
+    settings = Settings.from_env()
+    return run_rotate(build_resources(settings), new_master(settings, kms_key_id, master_env))

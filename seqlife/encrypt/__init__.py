@@ -1,0 +1,1 @@
+"""Encrypt stage: Crypt4GH files, signed integrity manifests (pure; keys come from infra)."""
