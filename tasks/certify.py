@@ -31,12 +31,13 @@ from seqlife.classify.labels import load_classify_policy
 from seqlife.exceptions import SeqlifeError
 from seqlife.policy import Policy
 from tasks.classify import current_classification, find_version, label_version
+from tasks.encrypt import open_data
 
 
 def _read_parquet(res: Resources, data_file: DataFile) -> pd.DataFrame:
     with tempfile.TemporaryDirectory(dir=res.scratch()) as scratch:
         path = Path(scratch) / "t.parquet"
-        with res.store.open(data_file.object_key, data_file.object_version_id) as src:
+        with open_data(res, data_file) as src:
             path.write_bytes(src.read())
         return pd.read_parquet(path)
 
@@ -44,13 +45,13 @@ def _read_parquet(res: Resources, data_file: DataFile) -> pd.DataFrame:
 def stored_digests(res: Resources, dataset: str, version: int | None) -> dict[str, str]:
     """SHA-256 of every file of a version, recomputed from the stored bytes (not the catalog)."""
     with res.sessions() as session:
-        files = [(f.path, f.object_key, f.object_version_id)
-                 for f in find_version(session, dataset, version).files]
+        files = list(find_version(session, dataset, version).files)
     digests = {}
-    for path, key, version_id in files:
+    for data_file in files:
+        path = data_file.path
         digest = hashlib.sha256()
         try:
-            with res.store.open(key, version_id) as stream:
+            with open_data(res, data_file) as stream:
                 while chunk := stream.read(1 << 20):
                     digest.update(chunk)
         except SeqlifeError:  # integrity failure on read: the bytes were altered

@@ -21,6 +21,7 @@ from seqlife.classify.detectors import DetectorSet
 from seqlife.exceptions import ClassificationError, PolicyViolation, SeqlifeError
 from seqlife.policy import Policy
 from tasks import is_transient
+from tasks.encrypt import open_data
 
 SEQUENCING_FORMATS = ("fastq", "bam", "vcf")
 
@@ -67,8 +68,7 @@ def label_version(res: Resources, dataset: str, version: int | None, policy: Pol
         if data_file.format == "parquet":
             with tempfile.TemporaryDirectory(dir=res.scratch()) as scratch:
                 local = Path(scratch) / "table.parquet"
-                with res.store.open(data_file.object_key, data_file.object_version_id) as src, \
-                        open(local, "wb") as dst:
+                with open_data(res, data_file) as src, open(local, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)  # verifies the SHA-256 at the end
                 labels, rows, found = rules.label_table(
                     data_file.path, rules.ParquetColumns(local), detectors, policy, special)
@@ -76,7 +76,7 @@ def label_version(res: Resources, dataset: str, version: int | None, policy: Pol
             if rows:
                 special_rows, groups = special_rows + rows, tuple(sorted({*groups, *found}))
         elif data_file.format in SEQUENCING_FORMATS:
-            with res.store.open(data_file.object_key, data_file.object_version_id) as stream:
+            with open_data(res, data_file) as stream:
                 header = rules.read_header(stream, data_file.format, data_file.path)
             fields += rules.label_header(data_file.path, header, detectors, policy)
     genomic_subjects = len({f.subject_id for f in files

@@ -37,6 +37,7 @@ from seqlife.policy import Policy
 from seqlife.quality import load_quality_policy, stay_days
 from tasks import is_transient
 from tasks.classify import current_classification, find_version
+from tasks.encrypt import open_data
 
 ZONE = "03_deidentified"
 
@@ -58,8 +59,7 @@ def output_name(dataset: str, project: str) -> str:
 
 def _fetch(res: Resources, data_file: dict, target: Path) -> Path:
     """Copy a stored version to a local file; the full read verifies its SHA-256."""
-    with res.store.open(data_file["object_key"], data_file["object_version_id"]) as src, \
-            open(target, "wb") as dst:
+    with open_data(res, data_file) as src, open(target, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
     return target
 
@@ -72,8 +72,11 @@ def load_source(res: Resources, dataset: str, version: int | None) -> Source:
         classification = current_classification(session, dataset_version)
         fields = [{c: getattr(f, c) for c in ("file", "field", "detector", "identifier", "grade")}
                   for f in classification.fields] if classification else []
-        files = [{"path": f.path, "role": f.role, "format": f.format, "sha256": f.sha256,
+        files = [{"id": f.id, "path": f.path, "role": f.role, "format": f.format,
+                  "sha256": f.sha256, "plaintext_purged": f.plaintext_purged,
                   "object_key": f.object_key, "object_version_id": f.object_version_id,
+                  "encrypted_key": f.encrypted_key,
+                  "encrypted_version_id": f.encrypted_version_id,
                   "sample_id": f.sample_id, "subject_id": f.subject_id}
                  for f in dataset_version.files]
         return Source(dataset, dataset_version.version, dataset_version.id, fields, files)

@@ -24,7 +24,6 @@ from seqlife.encrypt import manifest as manifests
 from seqlife.exceptions import IntegrityError
 from seqlife.policy import Policy, load_policy
 from tasks import is_transient
-from tasks.classify import find_version
 
 C4GH_DIR = "_c4gh"
 REQUIRED_RULES = frozenset({"format", "segment_size", "header_share_max_ms", "purge_plaintext",
@@ -120,6 +119,8 @@ def encrypt_file(res: Resources, data_file: dict, zone: str, dataset: str, publi
 def record_encrypted(res: Resources, dataset: str, version: int, copies: list[dict],
                      policy: Policy) -> dict:
     """Write the Crypt4GH locations on the file rows and sign and store the integrity manifest."""
+    from tasks.classify import find_version
+
     fingerprint = manifests.fingerprint(res.data_keys.public_key(dataset))
     body = manifests.build(
         dataset, version,
@@ -158,6 +159,8 @@ def purge_plaintext(res: Resources, dataset: str, version: int) -> int:
     Only files whose Crypt4GH copy is recorded are purged; the catalog is marked first for each
     file, so a crash never leaves a file that is neither readable nor marked.
     """
+    from tasks.classify import find_version
+
     with res.sessions() as session:
         files = [(f.id, f.object_key, f.object_version_id)
                  for f in find_version(session, dataset, version).files
@@ -171,6 +174,8 @@ def purge_plaintext(res: Resources, dataset: str, version: int) -> int:
 
 def version_files(res: Resources, dataset: str, version: int | None) -> tuple[int, str, list[dict]]:
     """The version number, zone and plain description of every file of a version."""
+    from tasks.classify import find_version
+
     with res.sessions() as session:
         row = find_version(session, dataset, version)
         files = [{"id": f.id, "path": f.path, "sha256": f.sha256, "size": f.size,

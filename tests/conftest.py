@@ -129,6 +129,40 @@ def s3_store_url(s3_endpoint: str) -> str:
     return f"s3://seqlife-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture(scope="session")
+def kms_endpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A KMS endpoint over HTTP on 127.0.0.1 (moto's server), for the envelope-key tests."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("kms") / "moto.log", "wb")
+    server = Path(sys.executable).parent / "moto_server"
+    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.client("kms", endpoint_url=endpoint, region_name="us-east-1")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.list_keys()
+            break
+        except (BotoCoreError, ClientError):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("The KMS test server (moto) did not start.")
+            time.sleep(0.2)
+    yield endpoint
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 

@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Mapping, Sequence
 
 from seqlife.classify.detectors import DetectorSet, Finding, best_finding, detect_column
-from seqlife.exceptions import ClassificationError, ClassificationMissing, ClassificationNotApproved, ClassificationStale
+from seqlife.exceptions import (
+    ClassificationError,
+    ClassificationMissing,
+    ClassificationNotApproved,
+    ClassificationStale,
+)
 from seqlife.policy import DATA_CATALOG, Policy, load_policy
 
 REQUIRED_RULES = frozenset({

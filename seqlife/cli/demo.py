@@ -18,7 +18,7 @@ from seqlife.settings import Settings
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """synth -> collect (quality gate, lineage) -> collect again (idempotent) -> a damaged copy
-    refused -> classify -> deidentify -> certify -> lineage -> audit verify, with a summary."""
+    refused -> classify -> deidentify -> certify -> lineage -> encrypt -> audit verify."""
     from flows.collect import collect_flow
     from infra.resources import build_resources
     from seqlife.synth import generate_cohort
@@ -41,6 +41,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     steps.append(("deidentify + approve", _deidentify_and_approve(settings, "demo-cohort")))
     steps.append(("certify", _certify(settings, "demo-cohort--demo-project")))
     steps.append(("lineage", _lineage(settings, "demo-cohort--demo-project")))
+    steps.append(("encrypt", _encrypt(settings, "demo-cohort")))
     report = build_resources(settings).audit.verify()
     steps.append(("audit verify", f"{'intact' if report.ok else 'BROKEN'}: {report.count} records,"
                                   f" head {report.head_hash[:16]}"))
@@ -139,6 +140,21 @@ def _lineage(settings: Settings, derived: str) -> str:
             f"handled at grade {grade['grade']} "
             f"({'own grade, certified' if grade['certified'] else 'inherited'}); "
             f"`seqlife lineage {derived}` shows both directions")
+
+
+def _encrypt(settings: Settings, dataset: str) -> str:
+    """Keep the raw version as Crypt4GH only, then prove a later read still works through it."""
+    from flows.encrypt import encrypt_flow
+    from infra.resources import build_resources
+    from tasks.certify import stored_digests
+
+    result = encrypt_flow(dataset)
+    res = build_resources(settings)
+    digests = stored_digests(res, dataset, result["version"])
+    readable = sum(1 for d in digests.values() if d != "altered")
+    return (f"{dataset} v{result['version']}: {result['encrypted']} files now Crypt4GH under its "
+            f"data key {result['fingerprint']}, {result['purged']} plaintext objects purged, "
+            f"signed manifest; {readable}/{len(digests)} files read back through decryption")
 
 
 def _collect_damaged(cohort: Path, collect_flow: Callable[..., dict]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,9 @@ def test_demo_runs_the_lifecycle_from_an_empty_home(tmp_path: Path) -> None:
                         ("demo-cohort--demo-project", 1, "03_deidentified")}
     assert payload["steps"]["deidentify + approve"].count("approved by committee") == 1
     assert "0 unmet" in payload["steps"]["certify"] and "verifies" in payload["steps"]["certify"]
+    encrypted = re.search(r"(\d+) files now Crypt4GH .* (\d+) plaintext objects purged.* "
+                          r"(\d+)/(\d+) files read back", payload["steps"]["encrypt"])
+    assert encrypted and len(set(encrypted.groups())) == 1, payload["steps"]["encrypt"]
 
     # GB/T 39725 §11.3.4.6 b 2: the certified release traces back to the raw files, with hashes
     traced = seqlife(home, "lineage", "demo-cohort--demo-project@1", "--verify", "--json")
@@ -90,3 +94,34 @@ def test_synth_json_summary(tmp_path: Path) -> None:
     result = seqlife(tmp_path, "synth", str(tmp_path / "c"), "--subjects", "5", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["subjects"] == 5
+
+
+def test_encrypt_and_decrypt_files_with_keygen_format_keys(tmp_path: Path) -> None:
+    """`seqlife keys generate`, `encrypt --recipient`, `decrypt --key`; a wrong key or a cut file
+    exits 1 with a typed message and leaves no partial output (GB/T 39725 §10.1 h)."""
+    home = tmp_path / "home"
+    for who in ("alice", "bob"):
+        made = seqlife(home, "keys", "generate", "--sk", str(tmp_path / f"{who}.sec"), "--pk",
+                       str(tmp_path / f"{who}.pub"), "--nocrypt", "--json")
+        assert made.returncode == 0, made.stderr
+    plain = tmp_path / "reads.bin"
+    plain.write_bytes(os.urandom(300_000))
+    sealed = seqlife(home, "encrypt", str(plain), "--out", str(tmp_path / "reads.c4gh"),
+                     "--recipient", str(tmp_path / "alice.pub"), "--json")
+    assert sealed.returncode == 0, sealed.stderr
+    assert json.loads(sealed.stdout)["size"] == 300_000
+    opened = seqlife(home, "decrypt", str(tmp_path / "reads.c4gh"), "--out",
+                     str(tmp_path / "back.bin"), "--key", str(tmp_path / "alice.sec"))
+    assert opened.returncode == 0, opened.stderr
+    assert (tmp_path / "back.bin").read_bytes() == plain.read_bytes()
+
+    wrong = seqlife(home, "decrypt", str(tmp_path / "reads.c4gh"), "--out",
+                    str(tmp_path / "wrong.bin"), "--key", str(tmp_path / "bob.sec"), "--json")
+    assert wrong.returncode == 1 and json.loads(wrong.stdout)["error"] == "WrongKey"
+    assert not (tmp_path / "wrong.bin").exists()
+    cut = tmp_path / "cut.c4gh"
+    cut.write_bytes((tmp_path / "reads.c4gh").read_bytes()[:-100])
+    truncated = seqlife(home, "decrypt", str(cut), "--out", str(tmp_path / "cut.bin"), "--key",
+                        str(tmp_path / "alice.sec"), "--json")
+    assert truncated.returncode == 1 and json.loads(truncated.stdout)["error"] == "Truncated"
+    assert not (tmp_path / "cut.bin").exists()

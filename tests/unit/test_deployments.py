@@ -21,3 +21,12 @@ def test_every_deployment_entrypoint_is_a_flow_named_after_its_stage() -> None:
         flow = getattr(module, function)
         assert isinstance(flow, Flow)
         assert flow.name == deployment["name"] and function == f"{deployment['name']}_flow"
+
+
+def test_key_rotation_is_scheduled_as_the_encrypt_policy_says() -> None:
+    """GB/T 39725 §8.3 Table 5: the yearly rotation's cron comes from encrypt.yaml."""
+    from tasks.encrypt import load_encrypt_policy
+
+    document = yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))
+    rotation = next(d for d in document["deployments"] if d["name"] == "rotate_keys")
+    assert [s["cron"] for s in rotation["schedules"]] == [load_encrypt_policy()["rotation_cron"]]

@@ -1,0 +1,226 @@
+"""The encrypt stage end to end on both settings (SQLite + local store; PostgreSQL + S3 over HTTP):
+versions kept as Crypt4GH only, read back through decryption by later stages, signed manifests,
+header-only sharing, rotation and crypto-shredding (GB/T 39725 §10.1 g-h, §11.3.4.5 a-b,
+§11.3.4.6 a 1-3)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from crypt4gh import lib as c4gh_lib
+from sqlalchemy import select
+
+from infra.catalog import DataFile, IntegrityManifest
+from infra.datakeys import DataKeyMissing, LocalMaster, MasterKeyMismatch
+from infra.resources import Resources
+from seqlife.encrypt import c4gh
+from seqlife.encrypt.manifest import ManifestInvalid, verified
+from seqlife.exceptions import IntegrityError
+
+pytestmark = pytest.mark.usefixtures("prefect_backend")
+
+
+@pytest.fixture
+def encrypted(resources: Resources, cohort: Path) -> str:
+    from flows.collect import collect_flow
+    from flows.encrypt import encrypt_flow
+
+    collect_flow(str(cohort), "cohort-x")
+    result = encrypt_flow("cohort-x")
+    assert result["encrypted"] == result["purged"] > 0
+    return "cohort-x"
+
+
+def files_of(resources: Resources, dataset: str) -> list[DataFile]:
+    from tasks.classify import find_version
+
+    with resources.sessions() as session:
+        return list(find_version(session, dataset, None).files)
+
+
+def test_version_is_kept_as_crypt4gh_only_and_the_reference_library_reads_it(
+        resources: Resources, encrypted: str) -> None:
+    """§10.1 h, §11.3.4.6 a 1: no plaintext object version is left; each copy is standard
+    Crypt4GH that the GA4GH reference implementation decrypts to the recorded bytes."""
+    import hashlib
+
+    secret = resources.data_keys.secret_key(encrypted)
+    for data_file in files_of(resources, encrypted):
+        assert data_file.plaintext_purged and data_file.encrypted_key.endswith(".c4gh")
+        versions = [v for v in resources.store.list_versions(data_file.object_key)
+                    if v.key == data_file.object_key]
+        assert versions == []  # the plaintext is gone from the store, every version
+        blob = resources.store.get_bytes(data_file.encrypted_key, data_file.encrypted_version_id)
+        assert not blob.startswith(b"@") and blob.startswith(c4gh.MAGIC)
+        out = io.BytesIO()
+        c4gh_lib.decrypt([(0, secret, None)], io.BytesIO(blob), out)
+        assert hashlib.sha256(out.getvalue()).hexdigest() == data_file.sha256
+    actions = [(e.action, e.outcome) for e in resources.audit.entries()]
+    assert ("encrypt.store", "ok") in actions
+
+
+def test_signed_manifest_covers_every_file_and_verifies_under_the_controller_key(
+        resources: Resources, encrypted: str) -> None:
+    with resources.sessions() as session:
+        signed = session.scalar(select(IntegrityManifest.document))
+    manifest = verified(signed, resources.keys.signing_key().public_key())
+    assert set(manifest["files"]) == {f.path for f in files_of(resources, encrypted)}
+    assert all(e["cipher_sha256"] and e["sha256"] for e in manifest["files"].values())
+    text = str(signed)
+    assert base64.b64encode(resources.data_keys.secret_key(encrypted)).decode() not in text
+
+
+def test_later_stages_read_through_decryption(resources: Resources, encrypted: str) -> None:
+    """classify -> deidentify run on a version kept encrypted only."""
+    from flows.classify import classify_flow
+    from flows.deidentify import deidentify_flow
+    from seqlife.classify.labels import load_classify_policy
+    from tasks.classify import approve
+
+    classify_flow(encrypted)
+    approve(resources, encrypted, None, [], load_classify_policy())
+    result = deidentify_flow(encrypted, "p1")
+    assert result["status"] == "pending_approval"
+
+
+def test_encrypted_versions_stay_in_the_lineage(resources: Resources, encrypted: str) -> None:
+    from infra.lineage import LineageRegistry
+
+    stages = {s.stage: s for s in LineageRegistry.open(resources.settings).stages()}
+    assert {"collect", "encrypt"} <= set(stages)
+    assert all(a.path.startswith("_c4gh/") for a in stages["encrypt"].outputs)
+    assert {a.path for a in stages["encrypt"].inputs} == {
+        f.path for f in files_of(resources, encrypted)}
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_a_changed_byte_in_storage_stops_the_read(resources: Resources, encrypted: str) -> None:
+    """§11.3.4.6 a 3: one flipped ciphertext byte in the store stops the next stage."""
+    from tasks.encrypt import open_data
+
+    target = next(f for f in files_of(resources, encrypted) if f.format == "bam")
+    stored = resources.store.root / "objects" / f"{target.encrypted_key}.versions" / \
+        target.encrypted_version_id
+    stored.chmod(0o600)
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    stored.write_bytes(bytes(data))
+    with pytest.raises((IntegrityError, c4gh.TamperedPayload)):
+        with open_data(resources, target) as stream:
+            stream.read()
+
+
+def test_a_swapped_copy_is_refused_by_the_signed_manifest(resources: Resources,
+                                                          encrypted: str) -> None:
+    """A validly encrypted but different file put in place of another is caught on read."""
+    from tasks.encrypt import open_data
+
+    first, second = [f for f in files_of(resources, encrypted) if f.format == "vcf"][:2]
+    with resources.sessions.begin() as session:
+        row = session.get(DataFile, first.id)
+        row.encrypted_key, row.encrypted_version_id = second.encrypted_key, \
+            second.encrypted_version_id
+    swapped = next(f for f in files_of(resources, encrypted) if f.id == first.id)
+    with pytest.raises(ManifestInvalid, match="differ from the signed integrity manifest"):
+        with open_data(resources, swapped) as stream:
+            stream.read()
+
+
+def test_sharing_reencrypts_only_the_header(resources: Resources, encrypted: str,
+                                            tmp_path: Path) -> None:
+    """§11.4.2.5: the recipient's file is a new header + the stored payload, byte for byte."""
+    from tasks.encrypt import deliver
+
+    recipient = c4gh.new_secret_key()
+    target = max(files_of(resources, encrypted), key=lambda f: f.size)
+    entry = {"path": target.path, "encrypted_key": target.encrypted_key,
+             "encrypted_version_id": target.encrypted_version_id}
+    out = tmp_path / "shared.c4gh"
+    result = deliver(resources, entry, encrypted, c4gh.public_key_of(recipient), out)
+    stored = resources.store.get_bytes(target.encrypted_key, target.encrypted_version_id)
+    shared = out.read_bytes()
+    assert shared[result["header_size"]:] == stored[target.header_size:]
+    plain = io.BytesIO()
+    c4gh_lib.decrypt([(0, recipient, None)], io.BytesIO(shared), plain)
+    assert len(plain.getvalue()) == target.size
+
+
+def test_rotation_rewraps_keys_without_touching_payloads(resources: Resources,
+                                                         encrypted: str) -> None:
+    """§8.3 Table 5: a new master key; the same ciphertext objects still open."""
+    from flows.encrypt import run_rotate
+    from tasks.encrypt import open_data
+
+    before = {(f.encrypted_key, f.encrypted_version_id, f.cipher_sha256)
+              for f in files_of(resources, encrypted)}
+    old_master = resources.data_keys.master
+    result = run_rotate(resources, LocalMaster(os.urandom(32)))
+    assert result["rewrapped"] == 1 and result["from"] != result["to"]
+    assert {(f.encrypted_key, f.encrypted_version_id, f.cipher_sha256)
+            for f in files_of(resources, encrypted)} == before
+    with open_data(resources, files_of(resources, encrypted)[0]) as stream:
+        assert stream.read()
+    from infra.datakeys import DataKeys
+
+    stale = DataKeys(resources.settings.keystore_dir, old_master)
+    with pytest.raises(MasterKeyMismatch, match="finish the key rotation"):
+        stale.secret_key(encrypted)
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_crypto_shredding_makes_every_copy_and_backup_unreadable(
+        resources: Resources, encrypted: str, tmp_path: Path) -> None:
+    """Destroying the data key destroys every copy: the store, its versions, and a backup of the
+    store restored after the shredding."""
+    from tasks.encrypt import open_data
+
+    backup = tmp_path / "backup-of-store"
+    shutil.copytree(resources.store.root, backup)
+    assert resources.data_keys.shred(encrypted)
+    with pytest.raises(DataKeyMissing, match="crypto-shredding"):
+        with open_data(resources, files_of(resources, encrypted)[0]) as stream:
+            stream.read()
+    keys_left = [resources.data_keys.secret_key(d) for d in resources.data_keys.datasets()]
+    restored = [p for p in backup.rglob("*") if p.is_file() and ".c4gh.versions" in str(p)
+                and not p.name.endswith(".json")]
+    assert restored
+    for copy in restored:
+        for key in keys_left + [c4gh.new_secret_key()]:
+            with pytest.raises(c4gh.WrongKey):
+                c4gh.decrypt_stream(io.BytesIO(copy.read_bytes()), None, key)
+    assert not resources.data_keys.shred(encrypted)  # idempotent
+
+
+def test_a_wrong_master_key_is_a_clear_error(resources: Resources, encrypted: str) -> None:
+    from infra.datakeys import DataKeys
+
+    wrong = DataKeys(resources.settings.keystore_dir, LocalMaster(os.urandom(32)))
+    with pytest.raises(MasterKeyMismatch):
+        wrong.secret_key(encrypted)
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_keys_never_reach_the_store_the_audit_trail_or_dvc(resources: Resources,
+                                                           encrypted: str) -> None:
+    """§10.1 g: neither the data key nor the master key appears, raw, hex or base64, anywhere
+    data, lineage or audit records are kept."""
+    from infra.datakeys import MASTER_FILE
+    from infra.lineage import LineageRegistry
+
+    secrets = [resources.data_keys.secret_key(encrypted),
+               (resources.settings.keystore_dir / MASTER_FILE).read_bytes()]
+    needles = [n for s in secrets for n in (s, s.hex().encode(), base64.b64encode(s))]
+    places = [resources.store.root, LineageRegistry.open(resources.settings).root]
+    for place in places:
+        for path in place.rglob("*"):
+            if path.is_file():
+                blob = path.read_bytes()
+                assert not any(n in blob for n in needles), path
+    audit = "".join(str(e.__dict__) for e in resources.audit.entries()).encode()
+    assert not any(n in audit for n in needles)
+    assert resources.settings.keystore_dir not in resources.store.root.parents
