@@ -270,3 +270,122 @@ class IntegrityManifest(Base):
     document: Mapped[dict] = mapped_column(JSON)
     data_key_fingerprint: Mapped[str] = mapped_column(String(16))
     signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --- share (SEQ §6; GB/T 39725 §11.4.2; RARE §3.5-§4.11) ----------------------------------------
+
+
+class Institution(Base):
+    """A requesting institution; a confirmed leak blacklists it (RARE §4.11)."""
+
+    __tablename__ = "institutions"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    blacklisted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    blacklist_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ShareRequest(Base):
+    """An institution's request for a certified derived version, through review to decision."""
+
+    __tablename__ = "share_requests"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    institution: Mapped[str] = mapped_column(String(200), index=True)
+    dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"))
+    document: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20))  # refused | in_review | approved | rejected
+    findings: Mapped[list] = mapped_column(JSON)
+    reviewers: Mapped[list] = mapped_column(JSON)
+    subjects: Mapped[list] = mapped_column(JSON)  # eligible subject surrogates (project-scoped)
+    excluded_subjects: Mapped[int] = mapped_column(Integer)
+    decision: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    dataset_version: Mapped[DatasetVersion] = relationship()
+
+
+class ReviewVote(Base):
+    __tablename__ = "review_votes"
+    __table_args__ = (UniqueConstraint("request_id", "reviewer"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("share_requests.id"))
+    reviewer: Mapped[str] = mapped_column(String(200))
+    approve: Mapped[bool] = mapped_column(Boolean)
+    scores: Mapped[dict] = mapped_column(JSON)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    cast_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AgreementRow(Base):
+    """A data use agreement with its clock (HDS §11.4.2.5; RARE §3.7, §4.3)."""
+
+    __tablename__ = "agreements"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("share_requests.id"), unique=True)
+    institution: Mapped[str] = mapped_column(String(200))
+    starts: Mapped[date] = mapped_column(Date)
+    ends: Mapped[date] = mapped_column(Date)
+    extensions: Mapped[int] = mapped_column(Integer, default=0)
+    document: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    request: Mapped[ShareRequest] = relationship()
+
+
+class Delivery(Base):
+    """What left, to whom, when and how (HDS §8.3 Table 5: size, content, time)."""
+
+    __tablename__ = "deliveries"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agreement_id: Mapped[str] = mapped_column(ForeignKey("agreements.id"), index=True)
+    tier: Mapped[str] = mapped_column(String(20))
+    dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"))
+    files: Mapped[list] = mapped_column(JSON)
+    records: Mapped[int] = mapped_column(Integer)
+    subjects: Mapped[list] = mapped_column(JSON)
+    mark_id: Mapped[str] = mapped_column(String(40))
+    destination_country: Mapped[str] = mapped_column(String(8))
+    location: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    agreement: Mapped[AgreementRow] = relationship()
+
+
+class ApiToken(Base):
+    """A bearer token bound to an agreement, stored as its SHA-256 only, expiring with it."""
+
+    __tablename__ = "api_tokens"
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agreement_id: Mapped[str] = mapped_column(ForeignKey("agreements.id"))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiCall(Base):
+    """Every call to the sharing API: caller, time, endpoint, volume, result (Table 5)."""
+
+    __tablename__ = "api_calls"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agreement_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    caller: Mapped[str] = mapped_column(String(100))
+    endpoint: Mapped[str] = mapped_column(String(200))
+    status: Mapped[int] = mapped_column(Integer)
+    records: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class EnclaveExport(Base):
+    """A result leaving the enclave: archived, and released only once the steward approves."""
+
+    __tablename__ = "enclave_exports"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agreement_id: Mapped[str] = mapped_column(ForeignKey("agreements.id"))
+    name: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    archive_key: Mapped[str] = mapped_column(String(500))
+    archive_version_id: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20))  # pending | approved | refused
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -11,13 +11,23 @@ import json
 import os
 from pathlib import Path
 
-from seqlife.cli import catalog, certify, classify, collect, deidentify, demo, encrypt, lineage
+from seqlife.cli import (
+    catalog,
+    certify,
+    classify,
+    collect,
+    deidentify,
+    demo,
+    encrypt,
+    lineage,
+    share,
+)
 from seqlife.cli.common import Commands, err_console
 from seqlife.exceptions import SeqlifeError
 from seqlife.settings import ENVIRONMENT_VARIABLES, Settings
 
 #: Stage modules in the order their verbs are listed by --help; each has ``register(commands)``.
-STAGES = (demo, collect, classify, deidentify, certify, lineage, encrypt, catalog)
+STAGES = (demo, collect, classify, deidentify, certify, lineage, encrypt, share, catalog)
 
 
 def _prepare_prefect(settings: Settings, verbose: bool) -> None:

@@ -18,7 +18,8 @@ from seqlife.settings import Settings
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """synth -> collect (quality gate, lineage) -> collect again (idempotent) -> a damaged copy
-    refused -> classify -> deidentify -> certify -> lineage -> encrypt -> audit verify."""
+    refused -> classify -> deidentify -> certify -> lineage -> encrypt -> share -> audit
+    verify."""
     from flows.collect import collect_flow
     from infra.resources import build_resources
     from seqlife.synth import generate_cohort
@@ -42,6 +43,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     steps.append(("certify", _certify(settings, "demo-cohort--demo-project")))
     steps.append(("lineage", _lineage(settings, "demo-cohort--demo-project")))
     steps.append(("encrypt", _encrypt(settings, "demo-cohort")))
+    steps += _share(settings, "demo-cohort--demo-project")
     report = build_resources(settings).audit.verify()
     steps.append(("audit verify", f"{'intact' if report.ok else 'BROKEN'}: {report.count} records,"
                                   f" head {report.head_hash[:16]}"))
@@ -155,6 +157,57 @@ def _encrypt(settings: Settings, dataset: str) -> str:
     return (f"{dataset} v{result['version']}: {result['encrypted']} files now Crypt4GH under its "
             f"data key {result['fingerprint']}, {result['purged']} plaintext objects purged, "
             f"signed manifest; {readable}/{len(digests)} files read back through decryption")
+
+
+def _share(settings: Settings, derived: str) -> list[tuple[str, str]]:
+    """An institution's request through review, agreement, watermarked delivery, leak trace and
+    subject access."""
+    import io
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from infra.resources import build_resources
+    from seqlife.encrypt import c4gh
+    from seqlife.share import rules
+    from tasks import share
+
+    res = build_resources(settings)
+    committee = build_resources(replace(settings, role="committee"))
+    variables = ["sex", "lab_hemoglobin_g_l", "lab_wbc_10e9_l", "lab_alt_u_l"]
+    submitted = share.submit(res, {
+        "institution": "Fudan University", "applicant": "applicant-0042",
+        "project": "NSFC-2026-0917", "funded": True, "qualifications": ["GCP training"],
+        "plan": {"purpose": "Anaemia and liver enzymes in a sequencing cohort",
+                 "inclusion": "consented subjects", "exclusion": "none", "variables": variables,
+                 "endpoints": "haemoglobin by sex", "analysis": "linear models"},
+        "duo_codes": ["DUO:0000042"], "dataset": derived, "variables": variables,
+        "records": 1000, "destination_country": "CN", "tier": "file"})
+    scores = {c: 4 for c in rules.load_share_policy()["review_criteria"]}
+    for index, reviewer in enumerate(submitted["reviewers"]):
+        share.vote(committee, submitted["request"], reviewer, index != 0, scores)
+    decided = share.decide(committee, submitted["request"], months=12,
+                           protection_measures=["encrypted storage", "named analysts only"],
+                           emergency_plan="notify the controller within 24 hours")
+    recipient = c4gh.new_secret_key()
+    out = settings.home / "demo" / "delivered"
+    delivered = share.deliver_file(res, decided["agreement"], c4gh.public_key_of(recipient), out)
+    plain = io.BytesIO()
+    with open(delivered["out"], "rb") as src:
+        c4gh.decrypt_stream(src, plain, recipient)
+    leaked = pd.read_parquet(io.BytesIO(plain.getvalue())).sample(frac=0.5, random_state=1)
+    found = share.trace(res, leaked[["subject", "lab_hemoglobin_g_l", "lab_alt_u_l"]])[0]
+    return [
+        ("share: request + review", f"{submitted['request']} from Fudan University: checks "
+         f"passed, {len(submitted['reviewers'])} reviewers drawn, {submitted['eligible_subjects']}"
+         f" subjects eligible ({submitted['excluded_subjects']} excluded by consent); "
+         f"{decided['message']}"),
+        ("share: deliver", f"{decided['agreement']} until {decided['ends']}: "
+         f"{delivered['records']} watermarked records as Crypt4GH for the recipient's key -> "
+         f"{delivered['out']}"),
+        ("share: trace a leak", f"half the rows, two columns, shuffled: traced to "
+         f"{found['institution']} ({found['agreement']}), confidence {found['confidence']:.6f}"),
+    ]
 
 
 def _collect_damaged(cohort: Path, collect_flow: Callable[..., dict]) -> str:

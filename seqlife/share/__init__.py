@@ -1,0 +1,1 @@
+"""Share stage: requests, committee review, agreements, delivery rules, watermarks (pure core)."""

@@ -1,0 +1,319 @@
+"""Sharing end to end on both settings: request -> checks -> random reviewers -> > 2/3 vote ->
+agreement -> delivery by tier with a per-recipient watermark -> trace and blacklist -> subject
+access; the controlled API over real HTTP with authentication and rate alerts (SEQ §6, §7.3.2.2;
+GB/T 39725 §7 g, o-p, §8.3 Table 5, §11.4.2.2-11.4.2.6, App. C; RARE §3.5-§4.11)."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from dataclasses import replace
+from datetime import date, timedelta
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from infra.resources import Resources
+from seqlife.encrypt import c4gh
+from seqlife.exceptions import PolicyViolation
+from seqlife.share import rules
+
+pytestmark = pytest.mark.usefixtures("prefect_backend")
+
+VARIABLES = ["sex", "lab_hemoglobin_g_l", "lab_wbc_10e9_l", "lab_alt_u_l"]
+
+
+def as_role(res: Resources, role: str) -> Resources:
+    return Resources(**{**res.__dict__, "settings": replace(res.settings, role=role)})
+
+
+def request_document(dataset: str, **changes) -> dict:
+    document = {
+        "institution": "Fudan University", "applicant": "applicant-0042",
+        "project": "NSFC-2026-0917", "funded": True, "qualifications": ["GCP training"],
+        "plan": {"purpose": "Anaemia and liver enzymes in a sequencing cohort",
+                 "inclusion": "all consented subjects", "exclusion": "none",
+                 "variables": VARIABLES, "endpoints": "haemoglobin by diagnosis",
+                 "analysis": "linear models"},
+        "duo_codes": ["DUO:0000042"], "dataset": dataset, "version": None,
+        "variables": VARIABLES, "records": 1000, "destination_country": "CN", "tier": "file"}
+    document.update(changes)
+    return document
+
+
+@pytest.fixture
+def certified(resources: Resources, cohort: Path) -> str:
+    from flows.certify import run_certify
+    from flows.classify import classify_flow
+    from flows.collect import collect_flow
+    from flows.deidentify import deidentify_flow
+    from seqlife.classify.labels import load_classify_policy
+    from seqlife.deidentify.tables import load_deidentify_policy
+    from tasks import classify, deidentify
+
+    collect_flow(str(cohort), "cohort-s")
+    classify_flow("cohort-s")
+    classify.approve(resources, "cohort-s", None, [], load_classify_policy())
+    derived = deidentify_flow("cohort-s", "p1")["dataset"]
+    deidentify.approve(as_role(resources, "committee"), "cohort-s", "p1", None,
+                       load_deidentify_policy())
+    run_certify(resources, derived, None, "scientific_research")
+    return derived
+
+
+def approve_request(resources: Resources, dataset: str, in_favour: int = 5, **changes) -> dict:
+    from tasks import share
+
+    submitted = share.submit(resources, request_document(dataset, **changes))
+    committee = as_role(resources, "committee")
+    scores = {c: 4 for c in rules.load_share_policy()["review_criteria"]}
+    for index, reviewer in enumerate(submitted["reviewers"]):
+        share.vote(committee, submitted["request"], reviewer, index < in_favour, scores)
+    decided = share.decide(committee, submitted["request"], months=12,
+                           protection_measures=["encrypted storage", "named analysts only"],
+                           emergency_plan="notify the controller within 24 hours")
+    return {**submitted, **decided}
+
+
+def test_request_review_agreement_and_file_delivery(resources: Resources, certified: str,
+                                                    tmp_path: Path) -> None:
+    """RARE §3.6-§4.3; App. C art. 11: an institution's request, five reviewers drawn, 4 of 5 in
+    favour approve it; the file share is Crypt4GH for the recipient and only what was approved."""
+    from tasks import share
+
+    decided = approve_request(resources, certified, in_favour=4)
+    assert decided["approved"] and len(decided["reviewers"]) == 5
+    recipient = c4gh.new_secret_key()
+    delivered = share.deliver_file(resources, decided["agreement"],
+                                   c4gh.public_key_of(recipient), tmp_path / "out")
+    plain = io.BytesIO()
+    with open(delivered["out"], "rb") as src:
+        c4gh.decrypt_stream(src, plain, recipient)
+    frame = pd.read_parquet(io.BytesIO(plain.getvalue()))
+    assert list(frame.columns) == ["subject", *VARIABLES]  # minimum necessary
+    assert len(frame) == delivered["records"] > 0
+    actions = [(e.action, e.outcome) for e in resources.audit.entries()]
+    for step in [("share.request", "in_review"), ("share.vote", "yes"), ("share.vote", "no"),
+                 ("share.decide", "approved"), ("share.deliver", "ok")]:
+        assert step in actions
+
+
+def test_two_thirds_not_reached_is_rejected(resources: Resources, certified: str) -> None:
+    """App. C art. 11: 3 of 5 in favour is not more than two thirds."""
+    decided = approve_request(resources, certified, in_favour=3)
+    assert not decided["approved"] and decided["agreement"] is None
+    assert "3 of 5" in decided["message"]
+
+
+def test_refusals_before_review_list_every_failed_rule(resources: Resources,
+                                                       certified: str) -> None:
+    """RARE §3.5-§3.6, §4.1; HDS §11.4.2.2: raw data, variables beyond the plan, an unfunded
+    project: refused with each rule and clause named, stored and audited."""
+    from tasks import share
+
+    with pytest.raises(rules.RequestRefused) as refused:
+        share.submit(resources, request_document(
+            "cohort-s", funded=False, variables=VARIABLES + ["postcode"]))
+    message = refused.value.message
+    assert "RARE §3.5" in message and "funded" in message.lower()
+    actions = [(e.action, e.outcome) for e in resources.audit.entries()]
+    assert ("share.refuse", "refused") in actions
+
+
+def test_piecemeal_requests_are_considered_together(resources: Resources,
+                                                    certified: str) -> None:
+    """HDS §11.4.2.2: a second request for other variables, under a plan that does not need the
+    ones already granted, is refused."""
+    from tasks import share
+
+    first = ["sex", "lab_hemoglobin_g_l"]
+    approve_request(resources, certified, variables=first,
+                    plan={**request_document(certified)["plan"], "variables": first})
+    second = ["lab_wbc_10e9_l", "lab_alt_u_l"]
+    with pytest.raises(rules.RequestRefused, match="§11.4.2.2"):
+        share.submit(resources, request_document(
+            certified, variables=second,
+            plan={**request_document(certified)["plan"], "variables": second}))
+
+
+def test_watermark_traces_a_leak_and_blacklists_the_institution(
+        resources: Resources, certified: str, tmp_path: Path) -> None:
+    """RARE §4.11: two recipients get differently marked copies; a shuffled, column-subsetted
+    leak names the right agreement; confirming it blacklists the institution, whose agreements
+    then deliver nothing more."""
+    from tasks import share
+
+    first = approve_request(resources, certified)
+    second = approve_request(resources, certified, institution="Zhejiang University")
+    copies = {}
+    for decided in (first, second):
+        key = c4gh.new_secret_key()
+        out = share.deliver_file(resources, decided["agreement"], c4gh.public_key_of(key),
+                                 tmp_path / decided["agreement"])
+        plain = io.BytesIO()
+        with open(out["out"], "rb") as src:
+            c4gh.decrypt_stream(src, plain, key)
+        copies[decided["agreement"]] = pd.read_parquet(io.BytesIO(plain.getvalue()))
+    leak = copies[second["agreement"]].sample(frac=1.0, random_state=3)[
+        ["subject", "lab_hemoglobin_g_l", "lab_alt_u_l"]]
+    matches = share.trace(resources, leak)
+    assert matches[0]["agreement"] == second["agreement"]
+    assert matches[0]["confidence"] > 0.999 and matches[1]["confidence"] < 0.99
+    share.blacklist(as_role(resources, "committee"), "Zhejiang University", "leak confirmed")
+    with pytest.raises(rules.AgreementError, match="blacklisted"):
+        share.deliver_file(resources, second["agreement"], c4gh.public_key_of(
+            c4gh.new_secret_key()), tmp_path / "again")
+    with pytest.raises(rules.RequestRefused, match="RARE §4.11"):
+        share.submit(resources, request_document(certified, institution="Zhejiang University"))
+
+
+def test_expired_agreement_and_third_extension_are_refused(resources: Resources,
+                                                           certified: str, tmp_path: Path) -> None:
+    """RARE §3.7; HDS §11.4.2.5: nothing is delivered outside the use period; at most two
+    extensions by written request."""
+    from tasks import share
+
+    decided = approve_request(resources, certified)
+    committee = as_role(resources, "committee")
+    ends = date.fromisoformat(decided["ends"])
+    with pytest.raises(rules.AgreementError):
+        share.deliver_file(resources, decided["agreement"], c4gh.public_key_of(
+            c4gh.new_secret_key()), tmp_path, today=ends + timedelta(days=1))
+    for months in (1, 2):
+        share.extend(committee, decided["agreement"], ends + timedelta(days=30 * months),
+                     "please extend: analysis not finished")
+    with pytest.raises(rules.AgreementError):
+        share.extend(committee, decided["agreement"], ends + timedelta(days=120), "once more")
+
+
+def test_cross_border_cap_is_cumulative_per_destination(resources: Resources, certified: str,
+                                                        tmp_path: Path, monkeypatch) -> None:
+    """HDS §7 o-p: at most 250 records abroad per destination, counted over every delivery."""
+    from tasks import share
+
+    policy = rules.load_share_policy()
+    small = replace(policy, rules={**policy.rules, "cross_border_record_cap": replace(
+        policy.rules["cross_border_record_cap"], value=10)})
+    monkeypatch.setattr(rules, "load_share_policy", lambda: small)
+    decided = approve_request(resources, certified, destination_country="SG", records=5)
+    key = c4gh.public_key_of(c4gh.new_secret_key())
+    first = share.deliver_file(resources, decided["agreement"], key, tmp_path / "1")
+    assert first["records"] <= 10
+    with pytest.raises(rules.CrossBorderRefused, match="§7"):
+        for attempt in range(2, 12):
+            share.deliver_file(resources, decided["agreement"], key, tmp_path / str(attempt))
+
+
+def test_subject_access_lists_every_disclosure(resources: Resources, certified: str,
+                                               cohort: Path, tmp_path: Path) -> None:
+    """HDS §7 g: the controller lists who received a subject's data, when, and its status."""
+    from tasks import share
+
+    decided = approve_request(resources, certified)
+    out = share.deliver_file(resources, decided["agreement"], c4gh.public_key_of(
+        c4gh.new_secret_key()), tmp_path)
+    assert out["subjects"] > 0
+    samples = pd.read_csv(cohort / "samples.csv")
+    consents = pd.read_csv(cohort / "consents.csv")
+    withdrawn = set(consents.loc[consents["withdrawn_on"].notna(), "mrn"]) \
+        if "withdrawn_on" in consents else set()
+    included = [m for m in samples["mrn"] if m not in withdrawn]
+    rows = share.subject_access(resources, str(included[0]))
+    assert any(r["agreement"] == decided["agreement"] and r["recipient"] == "Fudan University"
+               and r["destroyed_at"] is None for r in rows)
+    assert share.subject_access(resources, "MR00000000") == []
+
+
+def test_only_the_committee_votes_and_decides(resources: Resources, certified: str) -> None:
+    from tasks import share
+
+    submitted = share.submit(resources, request_document(certified))
+    with pytest.raises(PolicyViolation, match="committee"):
+        share.vote(as_role(resources, "operator"), submitted["request"],
+                   submitted["reviewers"][0], True, {})
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_controlled_api_authenticates_logs_and_alerts_over_http(
+        resources: Resources, certified: str, monkeypatch) -> None:
+    """HDS §8.3 Table 5: token bound to the agreement; every call logged; high-frequency pulls
+    refused and alerted."""
+    import uvicorn
+    from sqlalchemy import func, select
+
+    from infra.catalog import ApiCall
+    from infra.share_api import create_app
+    from tasks import share
+
+    policy = rules.load_share_policy()
+    limited = replace(policy, rules={**policy.rules, "api_limits": replace(
+        policy.rules["api_limits"], value={"calls_per_minute": 3, "records_per_day": 100000})})
+    monkeypatch.setattr(rules, "load_share_policy", lambda: limited)
+    decided = approve_request(resources, certified, tier="api")
+    token = share.issue_token(resources, decided["agreement"])["token"]
+    server = uvicorn.Server(uvicorn.Config(create_app(resources), host="127.0.0.1", port=0,
+                                           log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert httpx.get(f"{base}/v1/extract").status_code == 401
+        assert httpx.get(f"{base}/v1/extract",
+                         headers={"Authorization": "Bearer wrong"}).status_code == 401
+        auth = {"Authorization": f"Bearer {token}"}
+        ok = httpx.get(f"{base}/v1/extract", headers=auth)
+        assert ok.status_code == 200 and ok.json()["records"] > 0
+        codes = [httpx.get(f"{base}/v1/extract", headers=auth).status_code for _ in range(4)]
+        assert 429 in codes
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    with resources.sessions() as session:
+        logged = session.scalar(select(func.count(ApiCall.id)))
+    assert logged == 2 + 1 + 4  # every call, refused ones too
+    alerts = [e for e in resources.audit.entries() if e.action == "share.alert"]
+    assert alerts and "high-frequency" in alerts[0].reason
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_enclave_exports_need_committee_approval(resources: Resources, certified: str,
+                                                 tmp_path: Path) -> None:
+    """HDS Table 2; App. C art. 13-15: data stays in the enclave; a result leaves only when the
+    committee approves, and every export is archived."""
+    from tasks import share
+
+    decided = approve_request(resources, certified, tier="enclave")
+    opened = share.open_enclave(resources, decided["agreement"])
+    root = Path(opened["enclave"])
+    frame = pd.read_parquet(root / "data" / "extract.parquet")
+    (root / "exports" / "means.csv").write_text(
+        frame[["lab_hemoglobin_g_l"]].mean().to_csv())
+    pending = share.request_export(resources, decided["agreement"], "means.csv")
+    with pytest.raises(rules.ShareError):
+        share.request_export(resources, decided["agreement"], "../data/extract.parquet")
+    with pytest.raises(PolicyViolation):
+        share.decide_export(resources, pending["export"], True, "fine")
+    released = share.decide_export(as_role(resources, "committee"), pending["export"], True,
+                                   "aggregate means only", tmp_path / "released")
+    assert Path(released["released"]).read_bytes() == (root / "exports" / "means.csv").read_bytes()
+    actions = [(e.action, e.outcome) for e in resources.audit.entries()]
+    assert ("share.export_request", "pending") in actions
+    assert ("share.export_decide", "approved") in actions
+
+
+def test_public_aggregate_suppresses_small_cells_and_gets_a_uri(resources: Resources,
+                                                                certified: str) -> None:
+    """SEQ §6.2.4: committee-approved counts, cells < 5 suppressed, published under a URI."""
+    from tasks import share
+
+    published = share.publish_aggregate(as_role(resources, "committee"), certified, ["sex"])
+    assert published["uri"].startswith("seqlife:dataset/")
+    table = pd.read_csv(io.BytesIO(resources.store.get_bytes(published["key"])))
+    assert ((table["count"].isna()) | (table["count"] >= 5)).all()
