@@ -20,11 +20,11 @@ demo: $(STAMP)          ## install, then run the whole lifecycle on a synthetic 
 
 test: $(STAMP)          ## install, start PostgreSQL if down, run the default suite (no slow tests)
 	bash .ci/services
-	$(PY) -m pytest -p no:cacheprovider
+	$(PY) -m pytest -p no:cacheprovider -n auto
 
 test-all: $(STAMP)      ## the default suite plus the slow scale tests
 	bash .ci/services
-	$(PY) -m pytest -p no:cacheprovider -m ""
+	$(PY) -m pytest -p no:cacheprovider -n auto -m ""
 
 bench: $(STAMP)         ## performance ratios against reference tools (not part of the tests)
 	$(PY) bench/run

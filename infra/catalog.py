@@ -68,6 +68,7 @@ class DatasetVersion(Base):
     total_bytes: Mapped[int] = mapped_column(BigInteger)
     flow_run_id: Mapped[str] = mapped_column(String(64), default="")
     policy_hash: Mapped[str] = mapped_column(String(64))
+    destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     dataset: Mapped[Dataset] = relationship(back_populates="versions")
     files: Mapped[list["DataFile"]] = relationship(back_populates="dataset_version",
@@ -389,3 +390,35 @@ class EnclaveExport(Base):
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+# --- destroy (GB/T 39725 §11.4.2.6, §11.7.4.3; RARE §4.4) ----------------------------------------
+
+
+class Destruction(Base):
+    """One destruction, step by step, so a crash mid-way resumes and success waits for proof."""
+
+    __tablename__ = "destructions"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # agreement | dataset
+    target: Mapped[str] = mapped_column(String(300), index=True)
+    state: Mapped[str] = mapped_column(String(20))  # running | verified
+    steps: Mapped[list] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    certificate: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class DestructionProof(Base):
+    """A requester's written proof that its copies were destroyed, and the controller's check."""
+
+    __tablename__ = "destruction_proofs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agreement_id: Mapped[str] = mapped_column(ForeignKey("agreements.id"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    archive_key: Mapped[str] = mapped_column(String(500))
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    verified_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+

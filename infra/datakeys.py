@@ -181,6 +181,10 @@ class DataKeys:
             raise ConfigurationError(f"Cannot name a data key after '{dataset[:60]}'.")
         return self.directory / f"{safe}{suffix}"
 
+    def key_file(self, dataset: str) -> str:
+        """The wrapped key's file name (backups hold it under the same name)."""
+        return self._path(dataset).name
+
     def _record(self, dataset: str) -> dict[str, Any]:
         path = self._path(dataset)
         if not path.exists():

@@ -508,6 +508,19 @@ class LineageRegistry:
 
     # --- forgetting ------------------------------------------------------------------------
 
+    def remote_keys_of(self, dataset: str, version: int) -> list[str]:
+        """The store keys of the DVC remote objects only ``dataset`` v``version`` uses (bytes no
+        other live version shares), computed from the record so it holds before and after
+        :meth:`forget`: a destruction that crashed in between still knows what to purge."""
+        with self._locked():
+            stages, forgotten = self._load()
+        graph = build_graph(stages)
+        own = {a.md5 for n in graph.producers_of(dataset, version) for a in graph.by_name[n].outputs
+               if a.version_key == (dataset, version) and a.md5}
+        gone = set(forgotten) | {(dataset, version)}
+        alive = {a.md5 for s in stages for a in s.outputs if a.version_key not in gone}
+        return sorted(self.remote.key_of(md5) for md5 in own - alive)
+
     def forget(self, dataset: str, version: int, reason: str = "") -> list[str]:
         """Remove the bytes of ``dataset`` v``version`` from workspace, DVC cache and remote.
 

@@ -123,6 +123,10 @@ class ObjectStore(ABC):
     def purge(self, key: str) -> int:
         """Delete every version (and delete marker) of exactly ``key``; return how many went."""
 
+    def remnants(self, prefix: str) -> list[str]:
+        """Keys under ``prefix`` that still hold any version or delete marker (destroy checks)."""
+        return sorted({v.key for v in self.list_versions(prefix)})
+
     def head(self, key: str, version_id: str | None = None) -> ObjectVersion:
         """Metadata of one version (the latest by default)."""
         versions = [v for v in self.list_versions(check_key(key)) if v.key == key]
@@ -402,6 +406,17 @@ class S3ObjectStore(ObjectStore):
         self.head(key, version_id)
         with self._errors(key):
             self.client.delete_object(Bucket=self.bucket, Key=self._full(key), VersionId=version_id)
+
+    def remnants(self, prefix: str) -> list[str]:
+        """Versions and delete markers both count: a marker alone still names the key."""
+        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        keys = set()
+        with self._errors(prefix):
+            for page in self.client.get_paginator("list_object_versions").paginate(
+                    Bucket=self.bucket, Prefix=full_prefix):
+                for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                    keys.add(self._short(item["Key"]))
+        return sorted(keys)
 
     def purge(self, key: str) -> int:
         full = self._full(key)

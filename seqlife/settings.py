@@ -29,6 +29,10 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "SEQLIFE_KMS_KEY_ID": "wrap data keys with this AWS KMS key instead of the local master key",
     "SEQLIFE_KMS_ENDPOINT_URL": "KMS endpoint (e.g. http://127.0.0.1:5000); region and "
     "credentials from AWS_*",
+    "SEQLIFE_BACKUP_DIR": "second location for backups of the catalog and object store "
+    "(default $SEQLIFE_HOME/backups/data)",
+    "SEQLIFE_KEY_BACKUP_DIR": "backups of the key store, kept apart from the data backups "
+    "(default $SEQLIFE_HOME/backups/keys)",
     "SEQLIFE_ACTOR": "who is acting, stamped on audit records (default the login name)",
     "SEQLIFE_ROLE": "the actor's role, stamped on audit records (default operator)",
 }
@@ -47,6 +51,8 @@ class Settings:
     role: str
     kms_key_id: str | None = None
     kms_endpoint_url: str | None = None
+    backup_dir: Path | None = None
+    key_backup_dir: Path | None = None
 
     @property
     def prefect_home(self) -> Path:
@@ -70,6 +76,10 @@ class Settings:
             role=env.get("SEQLIFE_ROLE") or "operator",
             kms_key_id=env.get("SEQLIFE_KMS_KEY_ID") or None,
             kms_endpoint_url=env.get("SEQLIFE_KMS_ENDPOINT_URL") or None,
+            backup_dir=Path(env.get("SEQLIFE_BACKUP_DIR") or home / "backups" / "data")
+            .expanduser().resolve(),
+            key_backup_dir=Path(env.get("SEQLIFE_KEY_BACKUP_DIR") or home / "backups" / "keys")
+            .expanduser().resolve(),
         )
         settings.check()
         return settings

@@ -6,6 +6,7 @@ audits every step."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import secrets
 import tempfile
@@ -495,6 +496,11 @@ def as_json(frame: pd.DataFrame) -> list[dict]:
 # --- enclave (HDS Table 2; App. C art. 13-15) ------------------------------------------------
 
 
+def agreement_key(agreement_id: str) -> str:
+    """The data key that seals an agreement's archived enclave exports."""
+    return f"agreement-{agreement_id}"
+
+
 def enclave_dir(res: Resources, agreement_id: str) -> Path:
     return res.settings.home / "enclaves" / agreement_id
 
@@ -526,17 +532,22 @@ def request_export(res: Resources, agreement_id: str, name: str) -> dict:
     source = (exports / name).resolve()
     if exports not in source.parents or not source.is_file():
         raise rules.ShareError(f"'{name[:100]}' is not a file in the enclave's exports folder.")
-    data = source.read_bytes()
     export_id = f"exp-{uuid.uuid4().hex[:10]}"
-    stored = res.store.put_bytes(f"enclave/{agreement_id}/exports/{export_id}/{source.name}", data)
+    sealed = io.BytesIO()
+    with open(source, "rb") as src:  # archived encrypted: destroying the key destroys backups too
+        plain = c4gh.encrypt_stream(src, sealed, [res.data_keys.public_key(
+            agreement_key(agreement_id))])
+    sealed.seek(0)
+    stored = res.store.put(f"enclave/{agreement_id}/exports/{export_id}/{source.name}.c4gh",
+                           sealed)
     with res.sessions.begin() as session:
         session.add(EnclaveExport(id=export_id, agreement_id=agreement_id, name=source.name,
-                                  sha256=stored.sha256, size=stored.size, archive_key=stored.key,
+                                  sha256=plain.sha256, size=plain.size, archive_key=stored.key,
                                   archive_version_id=stored.version_id, status="pending"))
     res.audit.append("share.export_request", f"agreement:{agreement_id}", "pending",
-                     reason=f"{export_id}: {source.name}, {stored.size} bytes",
-                     after_digest=stored.sha256)
-    return {"export": export_id, "status": "pending", "sha256": stored.sha256}
+                     reason=f"{export_id}: {source.name}, {plain.size} bytes",
+                     after_digest=plain.sha256)
+    return {"export": export_id, "status": "pending", "sha256": plain.sha256}
 
 
 def decide_export(res: Resources, export_id: str, approve: bool, reason: str,
@@ -557,7 +568,9 @@ def decide_export(res: Resources, export_id: str, approve: bool, reason: str,
     if approve and out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         released = out_dir / name
-        released.write_bytes(res.store.get_bytes(key, version_id))
+        secret = res.data_keys.secret_key(agreement_key(agreement_id))
+        with res.store.open(key, version_id) as src, open(released, "wb") as dst:
+            c4gh.decrypt_stream(src, dst, secret)
     res.audit.append("share.export_decide", f"agreement:{agreement_id}",
                      "approved" if approve else "refused", reason=f"{export_id}: {reason}")
     return {"export": export_id, "status": "approved" if approve else "refused",

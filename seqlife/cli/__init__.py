@@ -18,6 +18,7 @@ from seqlife.cli import (
     collect,
     deidentify,
     demo,
+    destroy,
     encrypt,
     lineage,
     share,
@@ -27,7 +28,8 @@ from seqlife.exceptions import SeqlifeError
 from seqlife.settings import ENVIRONMENT_VARIABLES, Settings
 
 #: Stage modules in the order their verbs are listed by --help; each has ``register(commands)``.
-STAGES = (demo, collect, classify, deidentify, certify, lineage, encrypt, share, catalog)
+STAGES = (demo, collect, classify, deidentify, certify, lineage, encrypt, share, destroy,
+          catalog)
 
 
 def _prepare_prefect(settings: Settings, verbose: bool) -> None:

@@ -18,8 +18,8 @@ from seqlife.settings import Settings
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """synth -> collect (quality gate, lineage) -> collect again (idempotent) -> a damaged copy
-    refused -> classify -> deidentify -> certify -> lineage -> encrypt -> share -> audit
-    verify."""
+    refused -> classify -> deidentify -> certify -> lineage -> encrypt -> share -> backup ->
+    destroy -> restore drill -> audit verify."""
     from flows.collect import collect_flow
     from infra.resources import build_resources
     from seqlife.synth import generate_cohort
@@ -44,6 +44,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     steps.append(("lineage", _lineage(settings, "demo-cohort--demo-project")))
     steps.append(("encrypt", _encrypt(settings, "demo-cohort")))
     steps += _share(settings, "demo-cohort--demo-project")
+    steps += _destroy_and_drill(settings)
     report = build_resources(settings).audit.verify()
     steps.append(("audit verify", f"{'intact' if report.ok else 'BROKEN'}: {report.count} records,"
                                   f" head {report.head_hash[:16]}"))
@@ -207,6 +208,38 @@ def _share(settings: Settings, derived: str) -> list[tuple[str, str]]:
          f"{delivered['out']}"),
         ("share: trace a leak", f"half the rows, two columns, shuffled: traced to "
          f"{found['institution']} ({found['agreement']}), confidence {found['confidence']:.6f}"),
+    ]
+
+
+def _destroy_and_drill(settings: Settings) -> list[tuple[str, str]]:
+    """Back up, let the sweep destroy the agreement once its use period is over, then prove by a
+    restore drill that everything else restores and verifies."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from infra.catalog import AgreementRow
+    from infra.resources import build_resources
+    from tasks import destroy, drill
+
+    res = build_resources(settings)
+    taken = drill.backup(res)
+    with res.sessions() as session:
+        ends = max(a.ends for a in session.scalars(select(AgreementRow)))
+    swept = destroy.sweep(res, ends + timedelta(days=31))
+    certificate = destroy.certificate_of(res, swept["destroyed"][0])["certificate"]
+    report = drill.restore_drill(res)
+    passed = sum(c["ok"] for c in report["checks"])
+    return [
+        ("backup", f"{taken['stamp']}: catalog + {taken['objects']} object versions to the "
+                   f"second location, key store apart"),
+        ("destroy (sweep)", f"day {ends + timedelta(days=31)} (use period over): "
+         f"{len(certificate['steps'])} steps, nothing left on checking "
+         f"{len(certificate['verified'])} places; signed certificate {swept['destroyed'][0]}; "
+         f"{len(swept['overdue_proofs'])} requester proof overdue (alert)"),
+        ("restore drill", f"{'passed' if report['passed'] else 'FAILED'}: {passed}/"
+         f"{len(report['checks'])} checks, recovery {report['recovery_seconds']:.2f} s; "
+         f"{report['report_key']}"),
     ]
 
 

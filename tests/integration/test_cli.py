@@ -54,6 +54,8 @@ def test_demo_runs_the_lifecycle_from_an_empty_home(tmp_path: Path) -> None:
     assert encrypted and len(set(encrypted.groups())) == 1, payload["steps"]["encrypt"]
     assert "Approved: 4 of 5" in payload["steps"]["share: request + review"]
     assert "traced to Fudan University" in payload["steps"]["share: trace a leak"]
+    assert "nothing left" in payload["steps"]["destroy (sweep)"]
+    assert payload["steps"]["restore drill"].startswith("passed")
 
     # GB/T 39725 §11.3.4.6 b 2: the certified release traces back to the raw files, with hashes
     traced = seqlife(home, "lineage", "demo-cohort--demo-project@1", "--verify", "--json")

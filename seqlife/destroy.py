@@ -1,0 +1,149 @@
+"""Destroy, retain and drill: the decisions and documents, as plain functions.
+
+* :func:`sweep` decides, for a given day, which agreements' copies must be destroyed (the use
+  period is over; GB/T 39725 §11.4.2.6 allows at most 30 days) and whose requester's destruction
+  proof is overdue (RARE §4.4).
+* :func:`retention_due` says which dataset versions are due for their 5-yearly review
+  (§11.3.4.6 a 4).
+* A destruction is a list of named steps, each done once and recorded (:func:`next_steps`), so a
+  crash mid-way resumes where it stopped; only :func:`certificate` after a clean verification
+  reports it done (§11.7.4.3 a).
+* :func:`drill_report_html` renders a restore or emergency drill report (§11.3.4.6 b 4; SEQ
+  §7.4.8, §7.5.1: description, cause and impact, handling).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any, Mapping, Sequence
+
+from seqlife.exceptions import SeqlifeError
+from seqlife.policy import Policy, load_policy
+
+STAGE = "destroy"
+REQUIRED_RULES = frozenset({
+    "destruction_days_after_end", "requester_proof_required", "secure_delete",
+    "retention_review_years", "access_log_months", "subject_access_log_years",
+    "restore_drill_months", "emergency_drill_months", "schedules",
+})
+
+#: The steps of destroying an agreement's copies, in order (each idempotent).
+AGREEMENT_STEPS = ("revoke_tokens", "delete_enclave", "delete_delivered_files",
+                   "purge_store_copies", "purge_backups", "shred_agreement_key")
+#: The steps of destroying a dataset version (retention outcome or operator's order).
+DATASET_STEPS = ("purge_store_objects", "forget_lineage", "purge_dvc_remote", "purge_backups",
+                 "shred_data_key", "mark_destroyed")
+
+
+class DestroyError(SeqlifeError):
+    """A destruction could not be carried out or could not be verified."""
+
+    stage = "destroy"
+
+
+class DestructionIncomplete(DestroyError):
+    """Verification found something left; the destruction is not reported done."""
+
+    def __init__(self, target: str, remnants: Sequence[str]) -> None:
+        listed = "; ".join(remnants[:10]) + (" …" if len(remnants) > 10 else "")
+        super().__init__(f"Destruction of {target} is not complete: {len(remnants)} remnant(s) "
+                         f"found on checking again ({listed}). Run it again; it resumes.",
+                         remnants=list(remnants))
+
+
+def load_destroy_policy() -> Policy:
+    return load_policy(STAGE, REQUIRED_RULES)
+
+
+@dataclass(frozen=True)
+class AgreementClock:
+    """What the sweep needs to know of an agreement."""
+
+    id: str
+    institution: str
+    ends: date
+    destroyed: bool
+    proof_registered: bool
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    destroy: tuple[str, ...]        # agreements whose controller-side copies go now
+    overdue_proofs: tuple[str, ...]  # agreements whose requester proof is late
+    notify: tuple[str, ...]         # agreements that ended and whose requester is told
+
+
+def destruction_deadline(ends: date, policy: Policy) -> date:
+    return ends + timedelta(days=int(policy["destruction_days_after_end"]))
+
+
+def sweep(agreements: Sequence[AgreementClock], today: date, policy: Policy) -> SweepPlan:
+    """Agreements whose use period is over are destroyed on the first sweep after the end (well
+    within the 30 days); a requester proof still missing after the deadline is overdue."""
+    ended = [a for a in agreements if a.ends < today]
+    destroy = tuple(a.id for a in ended if not a.destroyed)
+    overdue = tuple(a.id for a in ended if policy["requester_proof_required"]
+                    and not a.proof_registered and today > destruction_deadline(a.ends, policy))
+    return SweepPlan(destroy, overdue, destroy)
+
+
+def next_steps(all_steps: Sequence[str], done: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The steps still to do, in order; a step recorded as done is never repeated."""
+    finished = {d["step"] for d in done if d.get("done")}
+    return [s for s in all_steps if s not in finished]
+
+
+def certificate(destruction_id: str, kind: str, target: str, reason: str,
+                steps: Sequence[Mapping[str, Any]], checked: Sequence[str], issued_at: str,
+                policy: Policy) -> dict[str, Any]:
+    """The unsigned destruction certificate: what went, how it was checked, under which rules."""
+    return {"id": destruction_id, "kind": kind, "target": target, "reason": reason,
+            "steps": [dict(s) for s in steps], "verified": list(checked),
+            "remnants": [], "issued_at": issued_at, "policy_hash": policy.content_hash,
+            "clauses": [policy.clause("secure_delete"),
+                        policy.clause("destruction_days_after_end")]}
+
+
+def retention_due(created: Sequence[tuple[str, int, date, date | None]], today: date,
+                  policy: Policy) -> list[tuple[str, int, date]]:
+    """Versions whose review is due: (dataset, version, created, last review) -> due date passed."""
+    years = int(policy["retention_review_years"])
+    due = []
+    for dataset, version, made, reviewed in created:
+        since = reviewed or made
+        try:
+            when = since.replace(year=since.year + years)
+        except ValueError:  # 29 February
+            when = since.replace(year=since.year + years, day=28)
+        if when <= today:
+            due.append((dataset, version, when))
+    return due
+
+
+def drill_report_html(report: Mapping[str, Any]) -> str:
+    """A drill report a reader checks at a glance (no personal data is ever in it)."""
+    rows = "".join(
+        f"<tr><td>{html.escape(str(c['check']))}</td>"
+        f"<td class='{'ok' if c['ok'] else 'no'}'>{'passed' if c['ok'] else 'FAILED'}</td>"
+        f"<td>{html.escape(str(c.get('detail', '')))}</td></tr>"
+        for c in report.get("checks", []))
+    sections = "".join(
+        f"<h2>{html.escape(title)}</h2><p>{html.escape(str(report[key]))}</p>"
+        for key, title in (("description", "Description"), ("cause", "Cause"),
+                           ("impact", "Impact"), ("handling", "Handling"),
+                           ("recovery", "Recovery")) if report.get(key))
+    verdict = "passed" if report.get("passed") else "FAILED"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(report['title'])}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em}}
+.ok{{color:#060}}.no{{color:#a00}}</style></head><body>
+<h1>{html.escape(report['title'])}</h1>
+<p>Run at {html.escape(str(report.get('started_at', '')))}; duration
+{float(report.get('seconds', 0)):.2f} s; result <strong>{verdict}</strong>
+({html.escape(str(report.get('clause', '')))}).</p>
+{sections}
+<table><tr><th>check</th><th>result</th><th>detail</th></tr>{rows}</table>
+</body></html>"""
