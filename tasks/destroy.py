@@ -33,7 +33,7 @@ from infra.resources import Resources
 from seqlife import certify
 from seqlife import destroy as rules
 from seqlife.exceptions import ObjectNotFound
-from tasks.share import agreement_key
+from tasks.share import agreement_key, follow_up
 
 CERTIFICATES = "destruction"
 
@@ -305,7 +305,8 @@ def sweep(res: Resources, today: date | None = None) -> dict:
                                 "(RARE §4.4); counted against its record",
                          policy_hash=policy.content_hash)
     return {"today": today.isoformat(), "destroyed": destroyed,
-            "overdue_proofs": list(decided.overdue_proofs)}
+            "overdue_proofs": list(decided.overdue_proofs),
+            "follow_up_without_output": follow_up(res, today)}
 
 
 def _ends(clocks: list[rules.AgreementClock], agreement: str) -> date:

@@ -609,3 +609,40 @@ def publish_aggregate(res: Resources, dataset: str, by: list[str], version: int 
     suppressed = int(summary["count"].isna().sum())
     return {"uri": uri, "key": key, "cells": len(summary), "suppressed": suppressed,
             "sha256": stored.sha256}
+
+
+# --- follow-up (RARE §3.7) ---------------------------------------------------------------------
+
+
+def file_output(res: Resources, agreement_id: str, path: Path) -> dict:
+    """The requester files a research output (paper, report) under its agreement."""
+    data = path.read_bytes()
+    stored = res.store.put_bytes(f"share/outputs/{agreement_id}/{path.name}", data)
+    with res.sessions.begin() as session:
+        row, _ = agreement_of(session, agreement_id)
+        outputs = list(row.document.get("outputs", []))
+        outputs.append({"name": path.name, "sha256": stored.sha256,
+                        "filed_at": now().isoformat(timespec="seconds")})
+        row.document = {**row.document, "outputs": outputs}
+    res.audit.append("share.output", f"agreement:{agreement_id}", "filed",
+                     reason=f"output {path.name} filed", after_digest=stored.sha256)
+    return {"agreement": agreement_id, "outputs": len(outputs)}
+
+
+def follow_up(res: Resources, today: date | None = None) -> list[str]:
+    """Agreements past their 6-month follow-up with no output filed: the committee may reopen
+    the topic to other applicants (RARE §3.7). Each is audited once."""
+    today = today or now().date()
+    reopenable = []
+    with res.sessions.begin() as session:
+        for row in session.scalars(select(AgreementRow)):
+            due = date.fromisoformat(row.document["follow_up_due"])
+            if due <= today and not row.document.get("outputs") \
+                    and not row.document.get("reopenable_since"):
+                row.document = {**row.document, "reopenable_since": today.isoformat()}
+                reopenable.append(row.id)
+    for agreement_id in reopenable:
+        res.audit.append("share.follow_up", f"agreement:{agreement_id}", "no_output",
+                         reason="no output filed at the 6-month follow-up; the topic may be "
+                                "reopened to others (RARE §3.7)")
+    return reopenable

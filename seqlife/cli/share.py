@@ -82,6 +82,10 @@ def cmd_share(args: argparse.Namespace, settings: Settings) -> int:
                                          [c for c in (args.by or "").split(",") if c])
         text = (f"Published {result['uri']}: {result['cells']} cells, {result['suppressed']} "
                 "suppressed")
+    elif action == "output":
+        result = share.file_output(res, required(args.target, "AGREEMENT"),
+                                   Path(required(args.file, "--file")))
+        text = f"Output filed under {result['agreement']} ({result['outputs']} so far)"
     elif action == "blacklist":
         result = share.blacklist(res, required(args.target, "INSTITUTION"),
                                  required(args.reason, "--reason"))
@@ -172,11 +176,12 @@ def register(commands: Commands) -> None:
                     " the controlled API.\nseqlife share export AGREEMENT --name FILE / "
                     "export-decide EXPORT (--approve|--reject) --reason …: enclave results.\n"
                     "seqlife share publish DATASET --by age,sex: public aggregate, small cells "
-                    "suppressed.\nseqlife share blacklist INSTITUTION --reason ….",
+                    "suppressed.\nseqlife share output AGREEMENT --file F: file a research "
+                    "output (6-month follow-up).\nseqlife share blacklist INSTITUTION --reason ….",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     share.add_argument("action", choices=("request", "vote", "decide", "extend", "deliver",
                                           "serve", "export", "export-decide", "publish",
-                                          "blacklist"))
+                                          "output", "blacklist"))
     share.add_argument("target", nargs="?", help="request file, request id, agreement id, "
                                                  "export id, dataset or institution")
     share.add_argument("--reviewer")
@@ -195,6 +200,7 @@ def register(commands: Commands) -> None:
     share.add_argument("--name", help="export: file name in the enclave's exports folder")
     share.add_argument("--reason")
     share.add_argument("--by", help="publish: comma-separated columns to count by")
+    share.add_argument("--file", help="output: the research output to file (RARE §3.7)")
     share.set_defaults(handler=cmd_share)
 
     trace = commands.add_parser(

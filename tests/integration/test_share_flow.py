@@ -317,3 +317,19 @@ def test_public_aggregate_suppresses_small_cells_and_gets_a_uri(resources: Resou
     assert published["uri"].startswith("seqlife:dataset/")
     table = pd.read_csv(io.BytesIO(resources.store.get_bytes(published["key"])))
     assert ((table["count"].isna()) | (table["count"] >= 5)).all()
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_follow_up_without_output_reopens_the_topic(resources: Resources, certified: str,
+                                                    tmp_path: Path) -> None:
+    """RARE §3.7: 6 months after delivery the requester files its outputs; a topic with none
+    may be reopened to others."""
+    from tasks import share
+
+    quiet = approve_request(resources, certified)
+    busy = approve_request(resources, certified, institution="Zhejiang University")
+    (tmp_path / "paper.pdf").write_bytes(b"%PDF-1.4 results")
+    share.file_output(resources, busy["agreement"], tmp_path / "paper.pdf")
+    assert share.follow_up(resources, date.today() + timedelta(days=100)) == []
+    assert share.follow_up(resources, date.today() + timedelta(days=200)) == [quiet["agreement"]]
+    assert share.follow_up(resources, date.today() + timedelta(days=201)) == []  # audited once

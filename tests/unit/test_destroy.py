@@ -1,0 +1,58 @@
+"""Destroy, retention and drill decisions (pure core)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from seqlife import destroy
+
+POLICY = destroy.load_destroy_policy()
+
+
+def clock(ends: date, destroyed: bool = False, proof: bool = False) -> destroy.AgreementClock:
+    return destroy.AgreementClock("dua-1", "Fudan University", ends, destroyed, proof)
+
+
+def test_sweep_destroys_after_the_end_and_flags_a_late_proof() -> None:
+    """GB/T 39725 §11.4.2.6; RARE §4.4: copies go once the use period is over (within 30 days);
+    a requester proof missing 30 days after the end is overdue."""
+    ends = date(2027, 1, 31)
+    assert destroy.sweep([clock(ends)], ends, POLICY).destroy == ()
+    day_after = destroy.sweep([clock(ends)], ends + timedelta(days=1), POLICY)
+    assert day_after.destroy == ("dua-1",) and day_after.overdue_proofs == ()
+    late = destroy.sweep([clock(ends, destroyed=True)], ends + timedelta(days=31), POLICY)
+    assert late.destroy == () and late.overdue_proofs == ("dua-1",)
+    filed = destroy.sweep([clock(ends, destroyed=True, proof=True)], ends + timedelta(days=31),
+                          POLICY)
+    assert filed.overdue_proofs == ()
+    assert destroy.destruction_deadline(ends, POLICY) == date(2027, 3, 2)
+
+
+@given(st.lists(st.sampled_from(destroy.DATASET_STEPS), unique=True))
+def test_a_resumed_destruction_never_repeats_a_step(done: list[str]) -> None:
+    """§11.7.4.3 a: resumable and idempotent: the remaining steps keep their order."""
+    remaining = destroy.next_steps(destroy.DATASET_STEPS, [{"step": s, "done": True}
+                                                           for s in done])
+    assert set(remaining) == set(destroy.DATASET_STEPS) - set(done)
+    assert remaining == [s for s in destroy.DATASET_STEPS if s in remaining]
+
+
+def test_retention_review_every_five_years() -> None:
+    """§11.3.4.6 a 4."""
+    made = date(2020, 2, 29)
+    rows = [("d", 1, made, None), ("e", 1, date(2024, 1, 1), None)]
+    due = destroy.retention_due(rows, date(2025, 3, 1), POLICY)
+    assert due == [("d", 1, date(2025, 2, 28))]
+    assert destroy.retention_due(rows, date(2025, 2, 27), POLICY) == []
+
+
+def test_destruction_certificate_cites_its_rules_and_the_report_renders() -> None:
+    body = destroy.certificate("dst-1", "dataset", "cohort", "retention", [{"step": "x"}],
+                               ["store"], "2026-11-23T00:00:00+00:00", POLICY)
+    assert body["remnants"] == [] and "§11.7.4.3 a" in body["clauses"][0]
+    page = destroy.drill_report_html({"title": "Drill <1>", "checks": [
+        {"check": "a", "ok": True, "detail": "<b>"}], "passed": True, "description": "d"})
+    assert "Drill &lt;1&gt;" in page and "&lt;b&gt;" in page and "passed" in page
