@@ -15,13 +15,14 @@ from pathlib import Path
 from prefect import flow, unmapped
 from prefect.runtime import flow_run
 
+from flows import on_cluster
 from infra.resources import Resources, build_resources
 from seqlife.collect import load_collect_policy
 from seqlife.exceptions import SeqlifeError
 from seqlife.quality import load_quality_policy
 from seqlife.settings import Settings
+from tasks import batches, lineage, quality
 from tasks import collect as t
-from tasks import lineage, quality
 from tasks.lineage import stage_of_run
 
 
@@ -35,8 +36,9 @@ def run_collect(res: Resources, source: str, dataset: str, scenario: str, owner:
     try:
         delivery = t.read_delivery(source, policy)
         plan = t.plan_collection(delivery, scenario, policy)
-        checks = t.check_sequencing_file.map(
-            unmapped(str(delivery.source)), plan.files, unmapped(policy)).result()
+        checks = [check for batch in t.check_sequencing_files.map(
+            unmapped(str(delivery.source)), batches(plan.files), unmapped(policy)).result()
+                  for check in batch]
         sequencing = [(planned.path, delivery.source / planned.path, check.format)
                       for check, planned in zip(checks, plan.files)]
         frames = quality.intake_frames(delivery.tables["clinical"].to_pandas(), sequencing,
@@ -90,3 +92,6 @@ def collect_flow(source: str, dataset: str, scenario: str = "research", owner: s
     registered = run_collect(res, str(Path(source).resolve()), dataset, scenario,
                              owner or settings.actor, str(flow_run.id or ""))
     return asdict(registered)
+
+
+collect_flow = on_cluster(collect_flow)

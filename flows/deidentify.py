@@ -13,6 +13,7 @@ from prefect import flow, unmapped
 from prefect.runtime import flow_run
 
 from expectations import deidentified
+from flows import on_cluster
 from infra.resources import Resources, build_resources
 from seqlife.collect import subject_surrogate
 from seqlife.deidentify.report import allele_frequency_summary, cohort_summary
@@ -20,8 +21,8 @@ from seqlife.deidentify.tables import load_deidentify_policy
 from seqlife.exceptions import SeqlifeError
 from seqlife.quality import load_quality_policy, prepare_deidentified
 from seqlife.settings import Settings
+from tasks import batches, lineage, quality
 from tasks import deidentify as t
-from tasks import lineage, quality
 from tasks.classify import require_approved_classification
 from tasks.lineage import recorded_artifacts, stage_of_run
 
@@ -60,9 +61,9 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
                 outputs.append(("tables/cohort_summary.parquet", "summary",
                                 t.write_table(summary, work / "summary.parquet"), None))
             files = [f for f in source.files if f["format"] in SEQUENCING]
-            scrubbed = t.scrub_sequencing_file.map(
-                unmapped(res), files, unmapped(sample_map), unmapped(name_map),
-                unmapped(workdir), unmapped(policy)).result()
+            scrubbed = [one for batch in t.scrub_sequencing_files.map(
+                unmapped(res), batches(files), unmapped(sample_map), unmapped(name_map),
+                unmapped(workdir), unmapped(policy)).result() for one in batch]
             for data_file, (relative, path, _) in zip(files, scrubbed):
                 outputs.append((relative, data_file["role"], path,
                                 sample_map[subject_of[data_file["sample_id"]]]))
@@ -127,3 +128,6 @@ def deidentify_flow(dataset: str, project: str, version: int | None = None) -> d
     """
     return run_deidentify(build_resources(Settings.from_env()), dataset, project, version,
                           str(flow_run.id or ""))
+
+
+deidentify_flow = on_cluster(deidentify_flow)

@@ -20,12 +20,13 @@ from pathlib import Path
 from prefect import flow, unmapped
 from prefect.runtime import flow_run
 
+from flows import on_cluster
 from infra.datakeys import KmsMaster, LocalMaster, Master
 from infra.resources import Resources, build_resources
 from seqlife.exceptions import ConfigurationError, SeqlifeError
 from seqlife.settings import Settings
+from tasks import batches, lineage
 from tasks import encrypt as t
-from tasks import lineage
 from tasks.lineage import recorded_artifacts, stage_of_run
 
 
@@ -40,8 +41,9 @@ def run_encrypt(res: Resources, dataset: str, version: int | None, purge: bool |
         obj = f"dataset:{dataset}@v{number}"
         todo = [f for f in files if not f["encrypted_key"]]
         public = res.data_keys.public_key(dataset)
-        copies = t.encrypt_file.map(unmapped(res), todo, unmapped(zone), unmapped(dataset),
-                                    unmapped(public)).result() if todo else []
+        copies = [copy for batch in t.encrypt_files.map(
+            unmapped(res), batches(todo), unmapped(zone), unmapped(dataset),
+            unmapped(public)).result() for copy in batch]
         recorded = t.record_encrypted(res, dataset, number, copies, policy) if copies else {}
         if copies:
             inputs = {a.path: a for a in recorded_artifacts(res, dataset, number)}
@@ -92,6 +94,9 @@ def encrypt_flow(dataset: str, version: int | None = None, purge_plaintext: bool
     """
     return run_encrypt(build_resources(Settings.from_env()), dataset, version, purge_plaintext,
                        str(flow_run.id or ""))
+
+
+encrypt_flow = on_cluster(encrypt_flow)
 
 
 def new_master(settings: Settings, kms_key_id: str | None = None,

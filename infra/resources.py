@@ -33,6 +33,11 @@ class Resources:
     keys: LocalKeyStore
     data_keys: DataKeys
 
+    def __reduce__(self) -> tuple:
+        """Sent to a Dask worker (another process or machine), resources travel as their settings
+        and are opened there: engines, sessions and clients never cross a process boundary."""
+        return (build_resources, (self.settings,))
+
     def scratch(self) -> Path:
         """Scratch space under SEQLIFE_HOME for temporary copies; callers remove what they make."""
         path = self.settings.home / "tmp"

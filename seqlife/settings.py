@@ -33,6 +33,8 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "(default $SEQLIFE_HOME/backups/data)",
     "SEQLIFE_KEY_BACKUP_DIR": "backups of the key store, kept apart from the data backups "
     "(default $SEQLIFE_HOME/backups/keys)",
+    "SEQLIFE_DASK_ADDRESS": "Dask scheduler (tcp://host:8786) the per-file tasks of collect, "
+    "deidentify and encrypt fan out on (default: Prefect's own runner)",
     "SEQLIFE_ACTOR": "who is acting, stamped on audit records (default the login name)",
     "SEQLIFE_ROLE": "the actor's role, stamped on audit records (default operator)",
 }

@@ -65,6 +65,13 @@ def check_sequencing_file(source: str, planned: collect.PlannedFile, policy: Pol
     return check
 
 
+@task(name="check_sequencing_files", cache_policy=NO_CACHE)
+def check_sequencing_files(source: str, planned: list[collect.PlannedFile], policy: Policy
+                           ) -> list[collect.FileCheck]:
+    """A batch of files checked in one task (see ``tasks.batches``)."""
+    return [check_sequencing_file.fn(source, one, policy) for one in planned]
+
+
 @task(name="stage_tables", cache_policy=NO_CACHE)
 def stage_tables(delivery: Delivery, plan: collect.CollectionPlan, workdir: str
                  ) -> list[tuple[collect.FileCheck, Path]]:

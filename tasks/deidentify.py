@@ -137,6 +137,17 @@ def scrub_sequencing_file(res: Resources, data_file: dict, sample_map: dict[str,
     return relative, dst, report
 
 
+@task(name="scrub_sequencing_files", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=[1, 5], retry_condition_fn=is_transient)
+def scrub_sequencing_files(res: Resources, data_files: list[dict], sample_map: dict[str, str],
+                           name_map: dict[str, str], workdir: str, policy: Policy
+                           ) -> list[tuple[str, Path, sequencing.ScrubReport]]:
+    """A batch of files scrubbed in one task (see ``tasks.batches``); a retry redoes the batch,
+    which only rewrites the same scratch files."""
+    return [scrub_sequencing_file.fn(res, f, sample_map, name_map, workdir, policy)
+            for f in data_files]
+
+
 @task(name="store_deidentified", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5],
       retry_condition_fn=is_transient)
 def store_deidentified(res: Resources, source: Source, project: str,

@@ -116,6 +116,15 @@ def encrypt_file(res: Resources, data_file: dict, zone: str, dataset: str, publi
             "object_version_id": stored.version_id}
 
 
+@task(name="encrypt_files", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5],
+      retry_condition_fn=is_transient)
+def encrypt_files(res: Resources, data_files: list[dict], zone: str, dataset: str,
+                  public_key: bytes) -> list[dict]:
+    """A batch of files encrypted in one task (see ``tasks.batches``). A retried batch stores
+    fresh copies; only the ones recorded by ``record_encrypted`` count."""
+    return [encrypt_file.fn(res, f, zone, dataset, public_key) for f in data_files]
+
+
 def record_encrypted(res: Resources, dataset: str, version: int, copies: list[dict],
                      policy: Policy) -> dict:
     """Write the Crypt4GH locations on the file rows and sign and store the integrity manifest."""
