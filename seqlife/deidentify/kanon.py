@@ -83,8 +83,10 @@ class _Lattice:
     """Integer codes of every quasi-identifier at every level, and node evaluation on them."""
 
     def __init__(self, df: pd.DataFrame, qis: Sequence[str], hierarchies: Mapping[str, Hierarchy],
-                 k: int, l: int | None, sensitive: str | None) -> None:
+                 k: int, l: int | None, sensitive: str | None,
+                 weights: np.ndarray | None = None) -> None:
         self.n = len(df)
+        self.weights = weights  # rows each row stands for (aggregated input), or one each
         self.k, self.l = k, l
         self.qis = list(qis)
         self.heights = [hierarchies[q].height for q in qis]
@@ -149,7 +151,10 @@ class _Lattice:
     def evaluate(self, node: Sequence[int]) -> _Evaluation:
         self.evaluated += 1
         key, card = self.row_key(node)
-        if card <= 2 * self.n + 1024:
+        if self.weights is not None:
+            class_keys, inverse = np.unique(key, return_inverse=True)
+            sizes = np.bincount(inverse.reshape(-1), weights=self.weights).astype(np.int64)
+        elif card <= 2 * self.n + 1024:
             counts = np.bincount(key, minlength=card)
             class_keys = np.flatnonzero(counts)
             sizes = counts[class_keys]
@@ -249,7 +254,7 @@ def _validate(df: pd.DataFrame, qis: Sequence[str], hierarchies: Mapping[str, Hi
 
 def anonymise(df: pd.DataFrame, quasi_identifiers: list[str], hierarchies: dict[str, Hierarchy],
               k: int = 5, max_suppression: float = 0.05, sensitive: str | None = None,
-              l: int | None = None) -> KAnonResult:
+              l: int | None = None, weights: str | None = None) -> KAnonResult:
     """Generalise ``quasi_identifiers`` to the least-loss k-anonymous node (see module docstring).
 
     Args:
@@ -261,6 +266,9 @@ def anonymise(df: pd.DataFrame, quasi_identifiers: list[str], hierarchies: dict[
         sensitive: column whose distinct values per class are counted (l-diversity).
         l: if given, classes with fewer than ``l`` distinct ``sensitive`` values are suppressed
             within the same budget.
+        weights: column holding how many rows each row stands for, when ``df`` is the table
+            aggregated by its quasi-identifiers (and sensitive column); counts, budget and loss
+            are then those of the full table (see ``seqlife.deidentify.streaming``).
 
     Returns:
         The generalised table (suppressed rows removed, index kept) with its levels and loss.
@@ -271,9 +279,10 @@ def anonymise(df: pd.DataFrame, quasi_identifiers: list[str], hierarchies: dict[
     """
     qis = list(quasi_identifiers)
     _validate(df, qis, hierarchies, k, max_suppression, sensitive, l)
-    n = len(df)
+    counts = df[weights].to_numpy(dtype=np.int64) if weights is not None else None
+    n = int(counts.sum()) if counts is not None else len(df)
     budget = int(math.floor(float(max_suppression) * n + 1e-9))
-    lattice = _Lattice(df, qis, hierarchies, int(k), l, sensitive)
+    lattice = _Lattice(df, qis, hierarchies, int(k), l, sensitive, counts)
     heights = tuple(lattice.heights)
     shape = tuple(h + 1 for h in heights)
     size = math.prod(shape)
