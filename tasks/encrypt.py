@@ -21,7 +21,7 @@ from infra.catalog import DataFile, IntegrityManifest
 from infra.resources import Resources
 from seqlife.encrypt import c4gh
 from seqlife.encrypt import manifest as manifests
-from seqlife.exceptions import IntegrityError
+from seqlife.exceptions import IntegrityError, ObjectNotFound
 from seqlife.policy import Policy, load_policy
 from tasks import is_transient
 
@@ -165,20 +165,26 @@ def record_encrypted(res: Resources, dataset: str, version: int, copies: list[di
 def purge_plaintext(res: Resources, dataset: str, version: int) -> int:
     """Delete the plaintext object versions of an encrypted version; reads then decrypt.
 
-    Only files whose Crypt4GH copy is recorded are purged; the catalog is marked first for each
-    file, so a crash never leaves a file that is neither readable nor marked.
+    Only files whose Crypt4GH copy is recorded are purged. The catalog is marked first for each
+    file, so a crash never leaves a file that is neither readable nor marked; a re-run deletes
+    any plaintext a crash left behind a mark. Returns how many plaintext versions went.
     """
     from tasks.classify import find_version
 
     with res.sessions() as session:
-        files = [(f.id, f.object_key, f.object_version_id)
-                 for f in find_version(session, dataset, version).files
-                 if f.encrypted_key and not f.plaintext_purged]
-    for file_id, key, version_id in files:
-        with res.sessions.begin() as session:
-            session.get(DataFile, file_id).plaintext_purged = True
-        res.store.delete_version(key, version_id)
-    return len(files)
+        files = [(f.id, f.object_key, f.object_version_id, f.plaintext_purged)
+                 for f in find_version(session, dataset, version).files if f.encrypted_key]
+    purged = 0
+    for file_id, key, version_id, marked in files:
+        if not marked:
+            with res.sessions.begin() as session:
+                session.get(DataFile, file_id).plaintext_purged = True
+        try:
+            res.store.delete_version(key, version_id)
+            purged += 1
+        except ObjectNotFound:
+            continue  # gone already: purged by an earlier run
+    return purged
 
 
 def version_files(res: Resources, dataset: str, version: int | None) -> tuple[int, str, list[dict]]:

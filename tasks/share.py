@@ -583,7 +583,7 @@ def decide_export(res: Resources, export_id: str, approve: bool, reason: str,
 def publish_aggregate(res: Resources, dataset: str, by: list[str], version: int | None = None
                       ) -> dict:
     """A committee-approved summary table with small cells suppressed, under a dataset URI."""
-    from seqlife.deidentify.report import cohort_summary
+    from seqlife.deidentify.report import cohort_summary, csv_safe
 
     require_role(res, "committee", "publish a public aggregate")
     policy = rules.load_share_policy()
@@ -600,7 +600,7 @@ def publish_aggregate(res: Resources, dataset: str, by: list[str], version: int 
         number = find_version(session, dataset, version).version
     aggregate_id = hashlib.sha256(f"{dataset}:{number}:{','.join(by)}".encode()).hexdigest()[:12]
     key = f"05_public/{dataset}/v{number}/aggregate-{aggregate_id}.csv"
-    stored = res.store.put_bytes(key, summary.to_csv(index=False).encode())
+    stored = res.store.put_bytes(key, csv_safe(summary).to_csv(index=False).encode())
     uri = f"seqlife:dataset/{dataset}/v{number}/aggregate/{aggregate_id}"
     res.audit.append("share.publish", uri, "published",
                      reason=f"counts by {', '.join(by)}; cells < {policy['small_cells']} "

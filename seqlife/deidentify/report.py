@@ -96,3 +96,18 @@ This report contains no personal data (GB/T 39725 §10.2; §11.4.2.4).</p>
 </body></html>
 """
     return page.encode("utf-8")
+
+
+#: Leading characters a spreadsheet takes for a formula (OWASP CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells cannot run as spreadsheet formulas when a published CSV is opened:
+    a cell starting with = + - @ or a tab/CR gets a leading apostrophe."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v)
+    return out

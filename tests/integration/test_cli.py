@@ -56,6 +56,40 @@ def test_demo_runs_the_lifecycle_from_an_empty_home(tmp_path: Path) -> None:
     assert "traced to Fudan University" in payload["steps"]["share: trace a leak"]
     assert "nothing left" in payload["steps"]["destroy (sweep)"]
     assert payload["steps"]["restore drill"].startswith("passed")
+    assert_no_identifier_or_key_leaks(home, result.stdout + result.stderr)
+
+
+def assert_no_identifier_or_key_leaks(home: Path, output: str) -> None:
+    """GB/T 39725 §10.1 g, §10.2 a: after the whole demo, no synthetic identifier (record number,
+    name, resident ID, phone, e-mail) and no key material appears in what the run printed, the
+    audit trail, the reports, certificates, GE results, manifests, drill reports, de-identified
+    data or the Prefect database. Raw data is only where raw data belongs: the delivery itself
+    and the DVC lineage copies (workspace, cache, remote ``dvc/``, and their backups)."""
+    import base64
+    import csv
+    import sqlite3
+
+    with open(home / "demo" / "cohort" / "clinical.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    needles = {row[c] for row in rows for c in ("mrn", "name", "id_number", "mobile", "email")
+               if len(row[c]) >= 2}
+    identifiers = [n.encode() for n in needles]
+    keys = [p.read_bytes() for p in (home / "keys").glob("*.key")]
+    secrets = [k for key in keys for k in (key, key.hex().encode(), base64.b64encode(key))]
+    audit = sqlite3.connect(home / "catalog.db").execute(
+        "SELECT reason || object || outcome FROM audit_events").fetchall()
+    places = {"printed output": output.encode(),
+              "audit trail": "".join(r[0] for r in audit).encode()}
+    for path in [*(home / "store").rglob("*"), *(home / "prefect").rglob("*"),
+                 *(home / "backups").rglob("*")]:
+        parts = path.relative_to(home).parts
+        if path.is_file() and not any(p.startswith("dvc") for p in parts) and "keys" not in parts:
+            places[str(path.relative_to(home))] = path.read_bytes()
+    leaks = [(where, "identifier") for where, blob in places.items()
+             if any(n in blob for n in identifiers)]
+    leaks += [(where, "key material") for where, blob in places.items()
+              if any(s in blob for s in secrets)]
+    assert leaks == [], leaks
 
     # GB/T 39725 §11.3.4.6 b 2: the certified release traces back to the raw files, with hashes
     traced = seqlife(home, "lineage", "demo-cohort--demo-project@1", "--verify", "--json")

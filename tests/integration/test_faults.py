@@ -1,0 +1,118 @@
+"""Faults: the process is killed (SIGKILL) in the middle of collect, encrypt and destroy. Each
+re-run finishes the job; no partial object is ever registered as complete, no destruction is
+reported before it is true, and the audit trail stays verifiable (GB/T 39725 §11.3.4.5 d,
+§11.3.4.6 a 3; App. F)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from seqlife.synth import generate_cohort
+
+
+def cli(home: Path, *args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEQLIFE_", "PREFECT_"))}
+    env.update({"SEQLIFE_HOME": str(home), "SEQLIFE_ROLE": "steward"})
+    return subprocess.Popen([sys.executable, "-m", "seqlife.cli", "--json", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def finish(home: Path, *args: str) -> dict:
+    proc = cli(home, *args)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    return json.loads(out)
+
+
+def kill_when(home: Path, condition: Callable[[], bool], *args: str) -> bool:
+    """Run a command and SIGKILL its whole process group as soon as ``condition`` holds.
+    Returns whether it was killed (False: it finished first)."""
+    proc = cli(home, *args)
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        if condition():
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.002)
+    proc.communicate()
+    return False
+
+
+def objects(home: Path, prefix: str) -> list[Path]:
+    root = home / "store" / "objects" / prefix
+    return [p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".json")] \
+        if root.exists() else []
+
+
+def catalog_rows(home: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(home / "catalog.db") as connection:
+        return connection.execute(sql).fetchall()
+
+
+def assert_registered_objects_are_complete(home: Path) -> None:
+    """Every file the catalog registers is in the store, whole, with its recorded digest."""
+    rows = catalog_rows(home, "SELECT object_key, object_version_id, sha256, plaintext_purged, "
+                              "encrypted_key, encrypted_version_id, cipher_sha256 FROM files")
+    for key, version, sha, purged, c_key, c_version, c_sha in rows:
+        if purged:
+            key, version, sha = c_key, c_version, c_sha
+        data = (home / "store" / "objects" / f"{key}.versions" / version).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == sha
+
+
+def test_killed_collect_encrypt_and_destroy_resume_and_never_lie(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    cohort = tmp_path / "cohort"
+    generate_cohort(cohort, subjects=12, seed=5, reads_per_subject=2000, variants_per_subject=200)
+
+    # collect: killed once the first object is stored, before the version is registered
+    killed = kill_when(home, lambda: len(objects(home, "01_raw")) >= 3, "collect", str(cohort),
+                       "--dataset", "cohort-k")
+    assert killed
+    if (home / "catalog.db").exists():
+        registered = catalog_rows(home, "SELECT COUNT(*) FROM dataset_versions")[0][0]
+        assert registered == 0  # nothing half-stored is registered
+    first = finish(home, "collect", str(cohort), "--dataset", "cohort-k")
+    assert first["created"] and first["version"] == 1
+    assert_registered_objects_are_complete(home)
+
+    # encrypt: killed while the copies are being written
+    killed = kill_when(home, lambda: len(objects(home, "01_raw/cohort-k/_c4gh")) >= 2,
+                       "encrypt", "cohort-k")
+    assert killed
+    assert_registered_objects_are_complete(home)  # plaintext still readable: nothing purged
+    finish(home, "encrypt", "cohort-k")
+    purged = catalog_rows(home, "SELECT COUNT(*), SUM(plaintext_purged) FROM files")[0]
+    assert purged[0] == purged[1]
+    assert_registered_objects_are_complete(home)
+
+    # destroy: killed after its first recorded step; not reported done until the re-run
+    def a_step_done() -> bool:
+        try:
+            rows = catalog_rows(home, "SELECT steps FROM destructions")
+        except sqlite3.OperationalError:
+            return False
+        return bool(rows) and len(json.loads(rows[0][0])) >= 1
+
+    kill_when(home, a_step_done, "destroy", "dataset", "cohort-k", "--reason", "drill")
+    states = catalog_rows(home, "SELECT state FROM destructions")
+    assert states in ([("running",)], [("verified",)])
+    verified = [r for r in catalog_rows(home, "SELECT action FROM audit_events")
+                if r[0] == "destroy.verified"]
+    assert (states == [("verified",)]) == bool(verified)  # success only when it is true
+    done = finish(home, "destroy", "dataset", "cohort-k", "--reason", "drill")
+    assert [s["step"] for s in done["steps"]].count("purge_store_objects") == 1
+    assert objects(home, "01_raw/cohort-k") == []
+    audit = finish(home, "audit", "verify")
+    assert audit["ok"]
