@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from seqlife.exceptions import AuditError
 
@@ -127,3 +127,33 @@ def verify_chain(entries: Iterable[AuditEntry]) -> ChainReport:
         expected_prev, expected_seq, count = entry.hash, expected_seq + 1, count + 1
     return ChainReport(True, count, expected_prev)
 
+
+
+@dataclass(frozen=True)
+class TrailComparison:
+    """How a restored (or copied) audit trail relates to the live one."""
+
+    consistent: bool
+    problem: str          # "" | "fork" | "gap"
+    at_seq: int | None    # the first record where they part
+    detail: str
+
+
+def compare_trails(live: Sequence[tuple[int, str]], restored: Sequence[tuple[int, str]]
+                   ) -> TrailComparison:
+    """A restored trail must be a prefix of the live one (records made after the backup are
+    fine). A record that differs is a fork; a record the backup holds and the live trail lacks is
+    a gap in the live trail (records were removed after the backup; App. F, §11.3.4.9).
+
+    Both arguments are (seq, hash) pairs in sequence order.
+    """
+    live_by_seq = dict(live)
+    for seq, digest in restored:
+        if seq not in live_by_seq:
+            return TrailComparison(False, "gap", seq, f"record #{seq} is in the backup but no "
+                                   "longer in the live trail: records were removed")
+        if live_by_seq[seq] != digest:
+            return TrailComparison(False, "fork", seq, f"record #{seq} differs between the "
+                                   "backup and the live trail: the histories forked")
+    return TrailComparison(True, "", None, f"the backup's {len(restored)} record(s) are the first "
+                           f"{len(restored)} of the live trail's {len(live)}")

@@ -29,6 +29,7 @@ from infra.catalog import Certificate, DataFile, DatasetVersion, Destruction
 from infra.resources import Resources, build_resources
 from seqlife import certify
 from seqlife import destroy as rules
+from seqlife.audit import compare_trails
 from seqlife.exceptions import SeqlifeError
 from seqlife.settings import Settings
 from tasks.encrypt import open_data
@@ -141,6 +142,11 @@ def restore_drill(res: Resources, stamp: str | None = None) -> dict:
         chain = restored.audit.verify()
         checks = [{"check": "audit trail chain intact", "ok": chain.ok,
                    "detail": f"{chain.count} records, head {chain.head_hash[:16]}"}]
+        comparison = compare_trails([(e.seq, e.hash) for e in res.audit.entries()],
+                                    [(e.seq, e.hash) for e in restored.audit.entries()])
+        checks.append({"check": "restored audit trail is a prefix of the live one (no gap, "
+                                "no fork)", "ok": comparison.consistent,
+                       "detail": comparison.detail})
         checks += _check_files(restored, destroyed_datasets(res))
         checks.append(_check_certificates(restored, destroyed_datasets(res)))
     report = {"title": f"Backup-restore drill of backup {stamp}", "kind": "restore",

@@ -75,10 +75,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Sub-verbs that make a command a distinct action for access control.
+_SUB_ACTIONS = {"classify": ("approve",), "certify": ("verify",),
+                "deidentify": ("approve", "reidentify")}
+_FILE_MODES = ("table", "vcf", "bam", "fastq")
+
+
+def action_of(args: argparse.Namespace) -> str:
+    """The access-control name of a parsed command line (``command`` or ``command.action``)."""
+    command = args.command
+    for attribute in ("action", "kind", "audit_command"):
+        value = getattr(args, attribute, None)
+        if value:
+            return f"{command}.{value}"
+    if command == "decrypt" and getattr(args, "dataset", None):
+        return "decrypt.dataset"  # with a dataset's data key, not the caller's own key file
+    target = getattr(args, "target", None)
+    if command == "deidentify" and target in _FILE_MODES:
+        return "deidentify.file"
+    if target in _SUB_ACTIONS.get(command, ()):
+        return f"{command}.{target}"
+    return command
+
+
+def _authorise(args: argparse.Namespace, settings: Settings) -> None:
+    """Every command is checked against the role's permissions before it runs; a refusal is
+    audited when the catalog can be opened."""
+    from seqlife.access import load_access_policy, require
+
+    action = action_of(args)
+    try:
+        require(settings.role, action, load_access_policy())
+    except SeqlifeError as refused:
+        try:
+            from infra.resources import build_resources
+
+            build_resources(settings).audit.append("access.denied", f"command:{action}",
+                                                   "refused", reason=refused.message)
+        except SeqlifeError:
+            pass  # the refusal itself is what matters; the catalog may not exist yet
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        _authorise(args, settings)
         _prepare_prefect(settings, args.verbose)
         return args.handler(args, settings)
     except SeqlifeError as exc:

@@ -14,9 +14,11 @@ from sqlalchemy import text
 from infra.catalog import make_engine
 
 
-def seqlife(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def seqlife(home: Path, *args: str, role: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SEQLIFE_", "PREFECT_"))}
     env["SEQLIFE_HOME"] = str(home)
+    if role:
+        env["SEQLIFE_ROLE"] = role
     return subprocess.run([sys.executable, "-m", "seqlife.cli", *args], env=env, text=True,
                           capture_output=True, timeout=600)
 
@@ -163,3 +165,16 @@ def test_encrypt_and_decrypt_files_with_keygen_format_keys(tmp_path: Path) -> No
                         str(tmp_path / "alice.sec"), "--json")
     assert truncated.returncode == 1 and json.loads(truncated.stdout)["error"] == "Truncated"
     assert not (tmp_path / "cut.bin").exists()
+
+
+def test_a_command_outside_the_role_is_refused_and_audited(tmp_path: Path) -> None:
+    """GB/T 39725 §9.2, §11.1.2.4: the security administrator cannot read the audit trail and
+    the auditor cannot destroy keys; each refusal is recorded."""
+    home = tmp_path / "home"
+    assert seqlife(home, "datasets", "--json").returncode == 0  # creates the catalog
+    refused = seqlife(home, "keys", "shred", "cohort", "--reason", "x", "--json", role="auditor")
+    assert refused.returncode == 1 and json.loads(refused.stdout)["error"] == "PolicyViolation"
+    assert seqlife(home, "audit", "log", "--json", role="security_admin").returncode == 1
+    log = json.loads(seqlife(home, "audit", "log", "--json", role="auditor").stdout)
+    denied = [e for e in log["entries"] if e["action"] == "access.denied"]
+    assert [e["object"] for e in denied] == ["command:keys.shred", "command:audit.log"]

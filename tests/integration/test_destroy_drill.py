@@ -165,3 +165,26 @@ def test_only_verified_destructions_count(resources: Resources) -> None:
         destroy.destroy(resources, "dataset", "never-collected", "test")
     with pytest.raises(DestroyError, match="No data use agreement"):
         destroy.destroy(resources, "agreement", "dua-none", "test")
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_audit_trail_survives_a_restore_and_a_gap_is_detected(resources: Resources,
+                                                              cohort: Path) -> None:
+    """GB/T 39725 §11.3.4.9, App. F: the restored chain verifies and is a prefix of the live
+    one; records removed from the live trail after the backup show up as a gap."""
+    from sqlalchemy import text
+
+    from flows.collect import collect_flow
+    from tasks import drill
+
+    collect_flow(str(cohort), "cohort-a")
+    drill.backup(resources)
+    report = drill.restore_drill(resources)
+    assert report["passed"]
+    with resources.engine.begin() as connection:  # an intruder bypasses the trigger
+        connection.execute(text("DROP TRIGGER audit_events_no_delete"))
+        connection.execute(text("DELETE FROM audit_events WHERE seq = 2"))
+    report = drill.restore_drill(resources)
+    checks = {c["check"]: c for c in report["checks"]}
+    prefix = checks["restored audit trail is a prefix of the live one (no gap, no fork)"]
+    assert not report["passed"] and not prefix["ok"] and "#2" in prefix["detail"]

@@ -236,24 +236,12 @@ def test_only_the_committee_votes_and_decides(resources: Resources, certified: s
                    submitted["reviewers"][0], True, {})
 
 
-@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
-def test_controlled_api_authenticates_logs_and_alerts_over_http(
-        resources: Resources, certified: str, monkeypatch) -> None:
-    """HDS §8.3 Table 5: token bound to the agreement; every call logged; high-frequency pulls
-    refused and alerted."""
+def start_api(resources: Resources):
+    """The sharing API on a free loopback port, in a thread of this process."""
     import uvicorn
-    from sqlalchemy import func, select
 
-    from infra.catalog import ApiCall
     from infra.share_api import create_app
-    from tasks import share
 
-    policy = rules.load_share_policy()
-    limited = replace(policy, rules={**policy.rules, "api_limits": replace(
-        policy.rules["api_limits"], value={"calls_per_minute": 3, "records_per_day": 100000})})
-    monkeypatch.setattr(rules, "load_share_policy", lambda: limited)
-    decided = approve_request(resources, certified, tier="api")
-    token = share.issue_token(resources, decided["agreement"])["token"]
     server = uvicorn.Server(uvicorn.Config(create_app(resources), host="127.0.0.1", port=0,
                                            log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -262,7 +250,26 @@ def test_controlled_api_authenticates_logs_and_alerts_over_http(
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_controlled_api_authenticates_logs_and_alerts_over_http(
+        resources: Resources, certified: str, monkeypatch) -> None:
+    """HDS §8.3 Table 5: token bound to the agreement; every call logged; high-frequency pulls
+    refused and alerted."""
+    from sqlalchemy import func, select
+
+    from infra.catalog import ApiCall
+    from tasks import share
+
+    policy = rules.load_share_policy()
+    limited = replace(policy, rules={**policy.rules, "api_limits": replace(
+        policy.rules["api_limits"], value={"calls_per_minute": 3, "records_per_day": 100000})})
+    monkeypatch.setattr(rules, "load_share_policy", lambda: limited)
+    decided = approve_request(resources, certified, tier="api")
+    token = share.issue_token(resources, decided["agreement"])["token"]
+    server, thread, base = start_api(resources)
     try:
         assert httpx.get(f"{base}/v1/extract").status_code == 401
         assert httpx.get(f"{base}/v1/extract",
@@ -333,3 +340,48 @@ def test_follow_up_without_output_reopens_the_topic(resources: Resources, certif
     assert share.follow_up(resources, date.today() + timedelta(days=100)) == []
     assert share.follow_up(resources, date.today() + timedelta(days=200)) == [quiet["agreement"]]
     assert share.follow_up(resources, date.today() + timedelta(days=201)) == []  # audited once
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_api_under_concurrent_clients_logs_every_call(resources: Resources, certified: str,
+                                                      monkeypatch) -> None:
+    """HDS §8.3 Table 5 under load: concurrent clients on 127.0.0.1 keep being served and every
+    call is logged (calls made = calls logged). ``SEQLIFE_LOAD_CALLS`` raises the count for the
+    long run (marked slow in CI by size, see README)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import func, select
+
+    from infra.catalog import ApiCall
+    from tasks import share
+
+    policy = rules.load_share_policy()
+    open_limits = replace(policy, rules={**policy.rules, "api_limits": replace(
+        policy.rules["api_limits"], value={"calls_per_minute": 10**6, "records_per_day": 10**9})})
+    monkeypatch.setattr(rules, "load_share_policy", lambda: open_limits)
+    decided = approve_request(resources, certified, tier="api")
+    token = share.issue_token(resources, decided["agreement"])["token"]
+    server, thread, base = start_api(resources)
+    calls = int(os.environ.get("SEQLIFE_LOAD_CALLS", "60"))
+    latencies: list[float] = []
+
+    def pull(_: int) -> int:
+        start = time.perf_counter()
+        response = httpx.get(f"{base}/v1/extract", headers={"Authorization": f"Bearer {token}"},
+                             timeout=60)
+        latencies.append(time.perf_counter() - start)
+        return response.status_code
+
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            codes = list(pool.map(pull, range(calls)))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert codes.count(200) == calls
+    with resources.sessions() as session:
+        assert session.scalar(select(func.count(ApiCall.id))) == calls
+    latencies.sort()
+    print(f"API load: {calls} calls, 6 clients, median {latencies[len(latencies) // 2] * 1000:.0f}"
+          f" ms, p95 {latencies[int(len(latencies) * 0.95) - 1] * 1000:.0f} ms")

@@ -99,3 +99,16 @@ def test_core_imports_no_framework_or_adapter() -> None:
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in forbidden]
     assert offenders == []
+
+
+def test_a_restored_trail_must_be_a_prefix_of_the_live_one() -> None:
+    """GB/T 39725 §11.3.4.9, App. F: after a restore, a changed record is a fork and a record
+    missing from the live trail is a gap; later live records are fine."""
+    from seqlife.audit import compare_trails
+
+    live = [(1, "a"), (2, "b"), (3, "c")]
+    assert compare_trails(live, [(1, "a"), (2, "b")]).consistent
+    fork = compare_trails(live, [(1, "a"), (2, "x")])
+    assert (fork.consistent, fork.problem, fork.at_seq) == (False, "fork", 2)
+    gap = compare_trails([(1, "a"), (3, "c")], [(1, "a"), (2, "b")])
+    assert (gap.problem, gap.at_seq) == ("gap", 2)
