@@ -214,10 +214,22 @@ class LocalObjectStore(ObjectStore):
                                      datetime.fromisoformat(meta["created_at"]), index == 0))
         return out
 
+    def head(self, key: str, version_id: str | None = None) -> ObjectVersion:
+        """One key's own folder is read, not the whole store (constant cost per read)."""
+        target_dir = self._dir(key)
+        for version in self._versions_in(target_dir) if target_dir.exists() else []:
+            if version_id is None or version.version_id == version_id:
+                return version
+        raise ObjectNotFound(f"No object '{key}'" + (f" version {version_id}" if version_id else "")
+                             + ".")
+
     def list_versions(self, prefix: str = "") -> list[ObjectVersion]:
         objects = self.root / "objects"
+        base = objects / prefix.rsplit("/", 1)[0] if "/" in prefix else objects
         out: list[ObjectVersion] = []
-        for target_dir in sorted(objects.rglob("*" + _VERSIONS_SUFFIX)):
+        if not base.exists():
+            return out
+        for target_dir in sorted(base.rglob("*" + _VERSIONS_SUFFIX)):
             key = target_dir.relative_to(objects).as_posix()[: -len(_VERSIONS_SUFFIX)]
             if key.startswith(prefix):
                 out.extend(self._versions_in(target_dir))
