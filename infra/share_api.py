@@ -79,8 +79,11 @@ def create_app(res: Resources) -> FastAPI:
             return refuse(request, None, 401, "A valid, unexpired bearer token is required.")
         alert = over_limit(agreement, datetime.now(timezone.utc))
         if alert:
+            caller = request.client.host if request.client else "unknown"
             res.audit.append("share.alert", f"agreement:{agreement}", "blocked",
-                             reason=f"API {alert}; calls refused until the window passes")
+                             reason=f"API {alert}; caller {caller}, endpoint {request.url.path}, "
+                                    f"at {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
+                                    "; calls refused until the window passes (§11.1.2.5)")
             return refuse(request, agreement, 429, f"Refused: {alert}.")
         try:
             frame, meta = share.watermarked_extract(res, agreement)

@@ -15,7 +15,7 @@ from infra.catalog import Consent, DataFile, Dataset, DatasetVersion, Subject
 from infra.objectstore import ObjectVersion
 from infra.resources import Resources
 from seqlife import collect
-from seqlife.exceptions import CollectError, StorageError
+from seqlife.exceptions import CollectError, ObjectNotFound, StorageError
 from seqlife.policy import Policy
 from tasks import is_transient
 
@@ -175,9 +175,12 @@ def _content_digest_of(version: DatasetVersion) -> str:
 def _put_once(res: Resources, key: str, path: Path, sha256: str,
               created: list[ObjectVersion]) -> ObjectVersion:
     """Reuse the latest stored version when its content is identical; otherwise add a version."""
-    current = [v for v in res.store.list_versions(key) if v.key == key]
-    if current and current[0].sha256 == sha256:
-        return current[0]
+    try:
+        latest = res.store.head(key)  # one key, not a listing: constant cost per file
+    except ObjectNotFound:
+        latest = None
+    if latest is not None and latest.sha256 == sha256:
+        return latest
     with open(path, "rb") as handle:
         version = res.store.put(key, handle, expected_sha256=sha256)
     created.append(version)

@@ -286,7 +286,7 @@ def test_controlled_api_authenticates_logs_and_alerts_over_http(
         logged = session.scalar(select(func.count(ApiCall.id)))
     assert logged == 2 + 1 + 4  # every call, refused ones too
     alerts = [e for e in resources.audit.entries() if e.action == "share.alert"]
-    assert alerts and "high-frequency" in alerts[0].reason
+    assert alerts and "high-frequency" in alerts[0].reason and "caller 127.0.0.1" in alerts[0].reason
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
