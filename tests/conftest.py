@@ -74,9 +74,8 @@ def _weed_binary() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory):
-    """A real S3-compatible server (SeaweedFS `weed mini`) on loopback ports chosen free."""
+def free_port_block() -> int:
+    """The first of 8 free loopback ports (and their +10000 gRPC twins) for one SeaweedFS."""
     import random
 
     rng = random.Random()
@@ -84,11 +83,15 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory):
         base = rng.randrange(20000, 29000, 10)
         http = [base + i for i in range(8)]
         if _ports_free(http + [p + 10000 for p in http]):
-            break
-    else:
-        pytest.fail("No free block of loopback ports for SeaweedFS.")
-    data = tmp_path_factory.mktemp("seaweed")
-    log = open(data / "weed.log", "wb")
+            return base
+    pytest.fail("No free block of loopback ports for SeaweedFS.")
+
+
+def start_seaweed(data: Path, base: int) -> tuple[subprocess.Popen, str]:
+    """`weed mini` on ``base``..``base+7`` keeping its files in ``data``; returns when S3 answers.
+    Restarting on the same folder and ports brings the same buckets back."""
+    data.mkdir(parents=True, exist_ok=True)
+    log = open(data / "weed.log", "ab")
     command = [
         _weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-s3.port={base}", f"-filer.port={base + 1}", f"-master.port={base + 2}",
@@ -108,19 +111,29 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory):
     while True:
         try:
             client.list_buckets()
-            break
+            return process, endpoint
         except (BotoCoreError, ClientError):  # not up yet
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
                 pytest.fail("SeaweedFS did not start; see " + str(data / "weed.log"))
             time.sleep(0.3)
-    yield endpoint
+
+
+def stop_seaweed(process: subprocess.Popen) -> None:
     process.terminate()
     try:
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()
-    log.close()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3-compatible server (SeaweedFS `weed mini`) on loopback ports chosen free."""
+    process, endpoint = start_seaweed(tmp_path_factory.mktemp("seaweed"), free_port_block())
+    yield endpoint
+    stop_seaweed(process)
 
 
 @pytest.fixture

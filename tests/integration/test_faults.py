@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 from seqlife.synth import generate_cohort
 
 
@@ -116,3 +118,72 @@ def test_killed_collect_encrypt_and_destroy_resume_and_never_lie(tmp_path: Path)
     assert objects(home, "01_raw/cohort-k") == []
     audit = finish(home, "audit", "verify")
     assert audit["ok"]
+
+
+def test_object_store_outage_mid_upload_registers_nothing_and_recovers(
+        tmp_path: Path, monkeypatch, prefect_backend) -> None:
+    """The S3 server dies while collect uploads: the flow stops with a storage error after its
+    transient retries, nothing is registered, the audit trail records it; once the store is back
+    the same delivery is collected whole."""
+    import threading
+
+    import boto3
+    from conftest import free_port_block, start_seaweed, stop_seaweed
+
+    from infra.resources import build_resources
+    from seqlife.exceptions import StorageError
+    from seqlife.settings import Settings
+
+    data, base = tmp_path / "weed", free_port_block()
+    process, endpoint = start_seaweed(data, base)
+    monkeypatch.setenv("SEQLIFE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SEQLIFE_STORE_URL", "s3://outage")
+    monkeypatch.setenv("SEQLIFE_S3_ENDPOINT_URL", endpoint)
+    for name in ("SEQLIFE_DB_URL", "SEQLIFE_KEYSTORE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    cohort = tmp_path / "cohort"
+    generate_cohort(cohort, subjects=12, seed=9, reads_per_subject=2000, variants_per_subject=200)
+    build_resources.cache_clear()
+    res = build_resources(Settings.from_env())
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+
+    def kill_after_first_upload() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            listed = s3.list_objects_v2(Bucket="outage", Prefix="01_raw/").get("KeyCount", 0)
+            if listed >= 2:
+                stop_seaweed(process)
+                return
+            time.sleep(0.01)
+
+    from flows.collect import collect_flow
+
+    killer = threading.Thread(target=kill_after_first_upload, daemon=True)
+    killer.start()
+    try:
+        with pytest.raises(StorageError):
+            collect_flow(str(cohort), "cohort-o")
+    finally:
+        killer.join(timeout=30)
+    with res.sessions() as session:
+        from infra.catalog import DatasetVersion
+
+        assert session.query(DatasetVersion).count() == 0
+    assert ("collect.refused", "refused") in [(e.action, e.outcome) for e in res.audit.entries()]
+
+    process, _ = start_seaweed(data, base)  # the store comes back with what it had
+    try:
+        result = collect_flow(str(cohort), "cohort-o")
+        assert result["created"] and result["version"] == 1
+        with res.sessions() as session:
+            from infra.catalog import DataFile
+
+            files = session.query(DataFile).all()
+        for data_file in files:
+            with res.store.open(data_file.object_key, data_file.object_version_id) as stream:
+                assert hashlib.sha256(stream.read()).hexdigest() == data_file.sha256
+        assert res.audit.verify().ok
+    finally:
+        stop_seaweed(process)
+        res.engine.dispose()
+        build_resources.cache_clear()
