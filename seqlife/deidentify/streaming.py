@@ -3,11 +3,12 @@
 Class sizes only depend on how many rows share each combination of quasi-identifier values, so
 the search never needs the rows themselves: DuckDB streams the Parquet file once and groups it by
 the quasi-identifiers (and the sensitive column, for l-diversity) into a table of distinct
-combinations with their counts -- small whatever the row count. The same lattice search
-(:func:`seqlife.deidentify.kanon.anonymise` with ``weights``) then runs on that table, and the
-chosen generalisation is applied to the file batch by batch with pyarrow, dropping the suppressed
-classes, into the output Parquet file. Memory is bounded by the distinct combinations and one
-batch, not by the table.
+combinations with their counts. The same lattice search
+(:func:`seqlife.deidentify.kanon.anonymise` with ``weights``) then runs on that table, and DuckDB
+applies the chosen generalisation to the file (a join with each value's generalisation, a semi
+join with the released classes, the original row order), writing the output Parquet file.
+Memory is bounded by the distinct combinations, not by the rows: a win when quasi-identifiers
+repeat (ages, sexes, postcodes, months), none when nearly every row is a distinct combination.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import duckdb
-import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqlife.deidentify.errors import DeidentificationError
@@ -27,7 +26,8 @@ from seqlife.deidentify.hierarchy import Hierarchy
 from seqlife.deidentify.kanon import KAnonResult, anonymise
 
 COUNT = "__seqlife_rows"
-BATCH_ROWS = 262_144
+#: DuckDB's working memory; beyond it, it spills to its temporary directory.
+MEMORY_LIMIT = "512MB"
 
 
 def _quoted(name: str) -> str:
@@ -41,6 +41,7 @@ def combination_counts(path: Path, columns: Sequence[str]) -> pd.DataFrame:
         raise DeidentificationError("Name at least one quasi-identifier to count classes by.")
     listed = ", ".join(_quoted(c) for c in columns)
     with duckdb.connect() as connection:
+        connection.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
         connection.execute("SET preserve_insertion_order = false")
         return connection.execute(
             f"SELECT {listed}, COUNT(*) AS {COUNT} FROM read_parquet(?) GROUP BY {listed}",
@@ -56,7 +57,7 @@ def k_of_parquet(path: Path, quasi_identifiers: Sequence[str]) -> int:
 def anonymise_parquet(path: Path, out: Path, quasi_identifiers: list[str],
                       hierarchies: Mapping[str, Hierarchy], k: int = 5,
                       max_suppression: float = 0.05, sensitive: str | None = None,
-                      l: int | None = None, batch_rows: int = BATCH_ROWS) -> KAnonResult:
+                      l: int | None = None) -> KAnonResult:
     """:func:`~seqlife.deidentify.kanon.anonymise` for a Parquet file of any size.
 
     The released rows are written to ``out`` (same columns, quasi-identifiers generalised,
@@ -67,48 +68,57 @@ def anonymise_parquet(path: Path, out: Path, quasi_identifiers: list[str],
     counts = combination_counts(path, columns)
     result = anonymise(counts, list(quasi_identifiers), dict(hierarchies), k, max_suppression,
                        sensitive, l, weights=COUNT)
-    released = {tuple(row) for row in result.table[list(quasi_identifiers)]
-                .itertuples(index=False, name=None)}
-    mapping = _level_maps(counts, quasi_identifiers, hierarchies, result.levels)
-    source = pq.ParquetFile(path)
-    writer: pq.ParquetWriter | None = None
-    try:
-        for batch in source.iter_batches(batch_size=batch_rows):
-            frame = batch.to_pandas()
-            for q in quasi_identifiers:
-                if result.levels[q]:
-                    frame[q] = _apply(frame[q], mapping[q])
-            keys = frame[list(quasi_identifiers)].itertuples(index=False, name=None)
-            keep = np.fromiter((key in released for key in keys), dtype=bool, count=len(frame))
-            table = pa.Table.from_pandas(frame.loc[keep], preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(out, table.schema)
-            writer.write_table(table.cast(writer.schema, safe=False))
-        if writer is None:
-            pq.write_table(source.schema_arrow.empty_table(), out)
-    finally:
-        if writer is not None:
-            writer.close()
+    _write_released(path, out, list(quasi_identifiers), result,
+                    _level_maps(counts, quasi_identifiers, hierarchies, result.levels))
     return replace(result, table=result.table.rename(columns={COUNT: "rows"}))
 
 
 def _level_maps(counts: pd.DataFrame, qis: Sequence[str], hierarchies: Mapping[str, Hierarchy],
-                levels: Mapping[str, int]) -> dict[str, dict]:
-    """Per quasi-identifier: original value -> value at the chosen level (missing keyed as None)."""
+                levels: Mapping[str, int]) -> dict[str, pd.DataFrame]:
+    """Per generalised quasi-identifier: a table of original value -> value at the chosen level
+    (one row per distinct value; missing stays missing)."""
     maps = {}
     for q in qis:
+        if not levels[q]:
+            continue
         distinct = pd.Series(pd.unique(counts[q]))
-        level = levels[q]
-        generalised = distinct if level == 0 else hierarchies[q].levels[level](distinct)
-        maps[q] = {_key(v): g for v, g in zip(distinct, pd.Series(generalised).tolist())}
+        generalised = pd.Series(hierarchies[q].levels[levels[q]](distinct)).reset_index(drop=True)
+        maps[q] = pd.DataFrame({"orig": distinct,
+                                "gen": [None if pd.isna(g) else str(g) for g in generalised]})
     return maps
 
 
-def _key(value: object) -> object:
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) or \
-        value is pd.NA or value is pd.NaT else value
+def _write_released(path: Path, out: Path, qis: list[str], result: KAnonResult,
+                    maps: Mapping[str, pd.DataFrame]) -> None:
+    """Stream the file through DuckDB: generalise by joining each value to its mapping, keep the
+    released classes, keep the row order, write Parquet. Memory stays bounded by DuckDB's
+    buffers (it spills), not by the table."""
+    kept = result.table[qis].drop_duplicates().reset_index(drop=True)
+    for q in maps:
+        kept[q] = [None if pd.isna(v) else str(v) for v in kept[q]]
+    columns = pq.ParquetFile(path).schema_arrow.names
+    with duckdb.connect() as connection:
+        connection.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+        connection.register("kept", kept)
+        joins, chosen = [], []
+        for index, q in enumerate(qis):
+            if q in maps:
+                connection.register(f"map{index}", maps[q])
+                joins.append(f"LEFT JOIN map{index} ON src.{_quoted(q)} IS NOT DISTINCT FROM "
+                             f"map{index}.orig")
+        for column in columns:
+            if column in maps:
+                chosen.append(f"map{qis.index(column)}.gen AS {_quoted(column)}")
+            else:
+                chosen.append(f"src.{_quoted(column)}")
+        matched = " AND ".join(
+            f"kept.{_quoted(q)} IS NOT DISTINCT FROM "
+            + (f"map{i}.gen" if q in maps else f"src.{_quoted(q)}") for i, q in enumerate(qis))
+        query = (f"SELECT {', '.join(chosen)} FROM (SELECT *, row_number() OVER () AS __ord "
+                 f"FROM read_parquet('{_literal(path)}')) src {' '.join(joins)} "
+                 f"SEMI JOIN kept ON {matched} ORDER BY src.__ord")
+        connection.execute(f"COPY ({query}) TO '{_literal(out)}' (FORMAT parquet)")
 
 
-def _apply(column: pd.Series, mapping: dict) -> pd.Series:
-    return pd.Series([mapping[_key(v)] for v in column.tolist()], index=column.index,
-                     name=column.name)
+def _literal(path: Path) -> str:
+    return str(path).replace("'", "''")
