@@ -243,8 +243,28 @@ def make_engine(db_url: str) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
+        _typed_outages(engine)
         return engine
-    return create_engine(db_url, pool_pre_ping=True)
+    engine = create_engine(db_url, pool_pre_ping=True)
+    _typed_outages(engine)
+    return engine
+
+
+def _typed_outages(engine: Engine) -> None:
+    """A database that is down, restarting or locked becomes ``CatalogUnavailable`` (transient):
+    tasks retry it, and a steward reads one sentence instead of a driver traceback."""
+    from sqlalchemy.exc import OperationalError
+
+    from seqlife.exceptions import CatalogUnavailable
+
+    @event.listens_for(engine, "handle_error")
+    def _outage(context) -> None:  # type: ignore[no-untyped-def]
+        if isinstance(context.sqlalchemy_exception, OperationalError) or context.is_disconnect:
+            raise CatalogUnavailable(
+                "The catalog database could not be reached or is restarting "
+                f"({type(context.original_exception).__name__}); the step was not carried out. "
+                "It is retried where that is safe; otherwise run it again.") \
+                from context.original_exception
 
 
 def upgrade(engine: Engine) -> None:

@@ -187,3 +187,105 @@ def test_object_store_outage_mid_upload_registers_nothing_and_recovers(
         stop_seaweed(process)
         res.engine.dispose()
         build_resources.cache_clear()
+
+
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path):
+    """A PostgreSQL server of this test's own (initdb in a scratch folder, a free port), so it
+    can be restarted without disturbing the shared one."""
+    import pwd
+    import shutil
+    import socket
+
+    if PG_BIN is None:
+        pytest.fail("PostgreSQL server binaries are not installed (.ci/services installs them).")
+    folder = Path(tempfile_dir()) / f"pg-{os.getpid()}-{time.monotonic_ns()}"
+    folder.mkdir(parents=True)
+    user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+    if user:
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def run(*command: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if user else []
+        subprocess.run([*prefix, *command], check=True, capture_output=True, timeout=120)
+
+    run(str(PG_BIN / "initdb"), "-D", str(folder / "data"), "--auth=trust", "-U", "postgres")
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+
+    def start() -> None:
+        run(str(PG_BIN / "pg_ctl"), "-D", str(folder / "data"), "-o", options, "-w", "start",
+            "-l", str(folder / "log"))
+
+    def restart() -> None:
+        run(str(PG_BIN / "pg_ctl"), "-D", str(folder / "data"), "-o", options, "-m", "fast",
+            "-w", "restart", "-l", str(folder / "log"))
+
+    start()
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", restart
+    finally:
+        run(str(PG_BIN / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def tempfile_dir() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+def test_postgresql_restart_mid_flow_loses_nothing(tmp_path: Path, monkeypatch, own_postgres,
+                                                   prefect_backend) -> None:
+    """The catalog database restarts while collect runs: the run either completes or stops with
+    a typed error and registers nothing; the re-run completes, and the audit chain verifies."""
+    import threading
+
+    from flows.collect import collect_flow
+    from infra.resources import build_resources
+    from seqlife.exceptions import SeqlifeError
+    from seqlife.settings import Settings
+
+    db_url, restart = own_postgres
+    monkeypatch.setenv("SEQLIFE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SEQLIFE_DB_URL", db_url)
+    for name in ("SEQLIFE_STORE_URL", "SEQLIFE_S3_ENDPOINT_URL", "SEQLIFE_KEYSTORE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    cohort = tmp_path / "cohort"
+    generate_cohort(cohort, subjects=12, seed=4, reads_per_subject=2000, variants_per_subject=200)
+    build_resources.cache_clear()
+    res = build_resources(Settings.from_env())
+    store_root = tmp_path / "home" / "store" / "objects" / "01_raw"
+
+    def restart_when_storing() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if store_root.exists() and any(store_root.rglob("*.json")):
+                restart()
+                return
+            time.sleep(0.005)
+
+    restarter = threading.Thread(target=restart_when_storing, daemon=True)
+    restarter.start()
+    try:
+        try:
+            first = collect_flow(str(cohort), "cohort-pg")
+        except SeqlifeError:
+            first = None
+        restarter.join(timeout=120)
+        with res.sessions() as session:
+            from infra.catalog import DatasetVersion
+
+            versions = session.query(DatasetVersion).count()
+        assert versions == (1 if first else 0)  # all or nothing
+        again = collect_flow(str(cohort), "cohort-pg")
+        assert again["version"] == 1
+        assert res.audit.verify().ok
+    finally:
+        res.engine.dispose()
+        build_resources.cache_clear()
