@@ -346,9 +346,18 @@ def test_follow_up_without_output_reopens_the_topic(resources: Resources, certif
 def test_api_under_concurrent_clients_logs_every_call(resources: Resources, certified: str,
                                                       monkeypatch) -> None:
     """HDS §8.3 Table 5 under load: concurrent clients on 127.0.0.1 keep being served and every
-    call is logged (calls made = calls logged). ``SEQLIFE_LOAD_CALLS`` raises the count for the
-    long run (marked slow in CI by size, see README)."""
-    import os
+    call is logged (calls made = calls logged)."""
+    api_load(resources, certified, monkeypatch, calls=60)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_long_api_load(resources: Resources, certified: str, monkeypatch) -> None:
+    """The long run (`make test-all`): 2,000 calls from 6 clients."""
+    api_load(resources, certified, monkeypatch, calls=2000)
+
+
+def api_load(resources: Resources, certified: str, monkeypatch, calls: int) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from sqlalchemy import func, select
@@ -363,7 +372,6 @@ def test_api_under_concurrent_clients_logs_every_call(resources: Resources, cert
     decided = approve_request(resources, certified, tier="api")
     token = share.issue_token(resources, decided["agreement"])["token"]
     server, thread, base = start_api(resources)
-    calls = int(os.environ.get("SEQLIFE_LOAD_CALLS", "60"))
     latencies: list[float] = []
 
     def pull(_: int) -> int:

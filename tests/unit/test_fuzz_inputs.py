@@ -2,7 +2,7 @@
 FASTQ/BAM/VCF, huge or malformed VCF headers, CSVs with formulas, control characters, oversized
 fields and Unicode tricks, path traversal in sample sheets. Every case either parses or stops
 with a typed, steward-readable ``SeqlifeError``; nothing else escapes, and no message quotes a
-cell value. Longer runs: ``HYPOTHESIS_PROFILE=long pytest -m slow tests/unit/test_fuzz_inputs.py``."""
+cell value. The long run (3,000 mutated files) is marked slow: ``make test-all``."""
 
 from __future__ import annotations
 
@@ -36,12 +36,28 @@ def validate(path: Path) -> None:
         assert error.message and "Traceback" not in error.message
 
 
+MUTATIONS = dict(data=st.data(), kind=st.sampled_from(["*.bam", "*.vcf.gz", "*.R1.fastq.gz"]))
+
+
 @FUZZ
-@given(data=st.data(), kind=st.sampled_from(["*.bam", "*.vcf.gz", "*.R1.fastq.gz"]))
+@given(**MUTATIONS)
 def test_truncated_or_flipped_sequencing_files_give_typed_errors(
         cohort_template: Path, tmp_path_factory, data, kind) -> None:
     """Cut anywhere or with bytes flipped anywhere: parsed or refused, never an uncontrolled
     crash (§11.3.4.5 d)."""
+    mutate_and_validate(cohort_template, tmp_path_factory, data, kind)
+
+
+@pytest.mark.slow
+@settings(FUZZ, max_examples=3000)
+@given(**MUTATIONS)
+def test_long_fuzz_of_sequencing_files(cohort_template: Path, tmp_path_factory, data,
+                                       kind) -> None:
+    """The long run (`make test-all`): 3,000 mutated files."""
+    mutate_and_validate(cohort_template, tmp_path_factory, data, kind)
+
+
+def mutate_and_validate(cohort_template: Path, tmp_path_factory, data, kind: str) -> None:
     original = first(cohort_template, kind).read_bytes()
     blob = bytearray(original)
     if data.draw(st.booleans(), label="truncate"):
