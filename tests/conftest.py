@@ -142,12 +142,17 @@ def s3_store_url(s3_endpoint: str) -> str:
     return f"s3://seqlife-{uuid.uuid4().hex[:12]}"
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def kms_endpoint(tmp_path_factory: pytest.TempPathFactory):
     """A KMS endpoint over HTTP on 127.0.0.1 (moto's server), for the envelope-key tests."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     log = open(tmp_path_factory.mktemp("kms") / "moto.log", "wb")
     server = Path(sys.executable).parent / "moto_server"
     process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log,

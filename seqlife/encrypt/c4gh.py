@@ -242,12 +242,10 @@ def _segment_error(index: int, full: bool) -> EncryptionError:
 
 def _open_segment(ciphers: Sequence[ChaCha20Poly1305], nonce: bytes, body: memoryview,
                   index: int, full: bool) -> bytes:
-    for aead in ciphers:
-        try:
-            return aead.decrypt(nonce, body, None)
-        except InvalidTag:
-            continue
-    raise _segment_error(index, full)
+    """One authenticated segment as new bytes (the reader hands them out piece by piece)."""
+    out = bytearray(len(body) - TAG_SIZE)
+    _open_segment_into(ciphers, memoryview(nonce), body, memoryview(out), index, full)
+    return bytes(out)
 
 
 def _read_full(src: BinaryIO, view: memoryview) -> int:

@@ -113,7 +113,7 @@ def test_certificate_html_in_headless_chromium(resources: Resources, derived: st
          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
         capture_output=True, text=True, timeout=120).stdout
     body = issued["signed"]["certificate"]
-    assert f'<b id="decision">certified</b>' in dom
+    assert '<b id="decision">certified</b>' in dom
     assert body["content_digest"] in dom and derived in dom
     assert f'<td id="grade">{body["dimensions"]["sensitivity_grade"]}</td>' in dom
     assert dom.count("met</td>") >= len(body["requirements"])

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -198,18 +199,18 @@ def own_postgres(tmp_path: Path):
     can be restarted without disturbing the shared one."""
     import pwd
     import shutil
-    import socket
+
+    from conftest import free_port
 
     if PG_BIN is None:
         pytest.fail("PostgreSQL server binaries are not installed (.ci/services installs them).")
-    folder = Path(tempfile_dir()) / f"pg-{os.getpid()}-{time.monotonic_ns()}"
+    # not under tmp_path: the postgres user must reach it, and pytest's folders are root-only
+    folder = Path(tempfile.gettempdir()) / f"pg-{os.getpid()}-{time.monotonic_ns()}"
     folder.mkdir(parents=True)
     user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
     if user:
         os.chown(folder, user.pw_uid, user.pw_gid)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
 
     def run(*command: str) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if user else []
@@ -232,12 +233,6 @@ def own_postgres(tmp_path: Path):
     finally:
         run(str(PG_BIN / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop")
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def tempfile_dir() -> str:
-    import tempfile
-
-    return tempfile.gettempdir()
 
 
 def test_postgresql_restart_mid_flow_loses_nothing(tmp_path: Path, monkeypatch, own_postgres,

@@ -3,13 +3,11 @@ identifying header fields, steward overrides and the gate that later stages pass
 
 from __future__ import annotations
 
-import gzip
 import io
 import shutil
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from seqlife.classify import labels as rules

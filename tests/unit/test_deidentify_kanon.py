@@ -17,11 +17,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seqlife.deidentify import hierarchy as hier
-from seqlife.deidentify.errors import (DeidentificationError, KAnonymityNotReached,
-                                       ReidentificationRiskTooHigh)
-from seqlife.deidentify.hierarchy import (Hierarchy, age_bands, categorical_tree, date_levels,
-                                          digits_zeroed, load_hierarchies, region_hierarchy,
-                                          suppress_only)
+from seqlife.deidentify.errors import DeidentificationError, KAnonymityNotReached, ReidentificationRiskTooHigh
+from seqlife.deidentify.hierarchy import (
+    Hierarchy,
+    age_bands,
+    categorical_tree,
+    date_levels,
+    digits_zeroed,
+    load_hierarchies,
+    region_hierarchy,
+    suppress_only,
+)
 from seqlife.deidentify.kanon import anonymise, k_of
 from seqlife.deidentify.risk import RiskReport, assess, check
 from seqlife.exceptions import PolicyFileError, SeqlifeError
