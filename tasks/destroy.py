@@ -33,7 +33,7 @@ from infra.resources import Resources
 from seqlife import certify
 from seqlife import destroy as rules
 from seqlife.exceptions import ObjectNotFound
-from tasks.share import agreement_key, follow_up
+from tasks.share import agreement_key, follow_up, partial_of
 
 CERTIFICATES = "destruction"
 
@@ -49,8 +49,8 @@ def _plan_agreement(res: Resources, agreement_id: str) -> dict[str, Any]:
             raise rules.DestroyError(f"No data use agreement {agreement_id}.")
         deliveries = session.scalars(select(Delivery).where(
             Delivery.agreement_id == agreement_id)).all()
-        local = [d.location for d in deliveries
-                 if d.tier == "file" and Path(d.location).exists()]
+        local = [str(path) for d in deliveries if d.tier == "file"
+                 for path in (Path(d.location), partial_of(Path(d.location))) if path.exists()]
         tokens = session.scalars(select(ApiToken).where(
             ApiToken.agreement_id == agreement_id, ApiToken.revoked_at.is_(None))).all()
     enclave = res.settings.home / "enclaves" / agreement_id
@@ -136,10 +136,10 @@ def _agreement_steps(res: Resources, agreement_id: str, p: dict) -> dict[str, Ca
             for delivery in session.scalars(select(Delivery).where(
                     Delivery.agreement_id == agreement_id)):
                 if delivery.tier == "file":
-                    path = Path(delivery.location)
-                    if path.exists():
-                        path.unlink()
-                        removed += 1
+                    for path in (Path(delivery.location), partial_of(Path(delivery.location))):
+                        if path.exists():
+                            path.unlink()
+                            removed += 1
                 delivery.destroyed_at = delivery.destroyed_at or now()
         return f"{removed} delivered file(s) under the controller's reach deleted"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import secrets
 import tempfile
 import uuid
@@ -370,16 +371,24 @@ def deliver_file(res: Resources, agreement_id: str, recipient_public: bytes, out
                                    "not a file share.")
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{agreement_id}-extract.parquet.c4gh"
+    partial = partial_of(target)
     with tempfile.TemporaryDirectory(dir=res.scratch()) as scratch:
         plain = Path(scratch) / "extract.parquet"
         frame.to_parquet(plain, index=False)
-        with open(plain, "rb") as src, open(target, "wb") as dst:
+        with open(plain, "rb") as src, open(partial, "wb") as dst:
             sealed = c4gh.encrypt_stream(src, dst, [recipient_public])
     files = [{"name": target.name, "sha256": sealed.sha256, "size": sealed.size,
               "cipher_size": sealed.cipher_size}]
+    # recorded before it takes its final name: a crash never leaves a finished, unrecorded copy
     delivery = record_delivery(res, agreement_id, "file", meta, frame, files, str(target))
+    os.replace(partial, target)
     return {"delivery": delivery, "out": str(target), "records": len(frame),
             "subjects": int(frame[SUBJECT_COLUMN].nunique())}
+
+
+def partial_of(target: Path) -> Path:
+    """Where a delivery file is written until it is recorded and complete."""
+    return target.with_name(target.name + ".partial")
 
 
 def trace(res: Resources, frame: pd.DataFrame) -> list[dict]:

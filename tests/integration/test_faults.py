@@ -18,29 +18,31 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from test_share_flow import certified  # noqa: F401  (fixture)
 
 from seqlife.synth import generate_cohort
 
 
-def cli(home: Path, *args: str) -> subprocess.Popen:
+def cli(home: Path, *args: str, role: str = "steward") -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SEQLIFE_", "PREFECT_"))}
-    env.update({"SEQLIFE_HOME": str(home), "SEQLIFE_ROLE": "steward"})
+    env.update({"SEQLIFE_HOME": str(home), "SEQLIFE_ROLE": role})
     return subprocess.Popen([sys.executable, "-m", "seqlife.cli", "--json", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
 
-def finish(home: Path, *args: str) -> dict:
-    proc = cli(home, *args)
+def finish(home: Path, *args: str, role: str = "steward") -> dict:
+    proc = cli(home, *args, role=role)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-2000:]
     return json.loads(out)
 
 
-def kill_when(home: Path, condition: Callable[[], bool], *args: str) -> bool:
+def kill_when(home: Path, condition: Callable[[], bool], *args: str,
+              role: str = "steward") -> bool:
     """Run a command and SIGKILL its whole process group as soon as ``condition`` holds.
     Returns whether it was killed (False: it finished first)."""
-    proc = cli(home, *args)
+    proc = cli(home, *args, role=role)
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:
         if condition():
@@ -284,3 +286,32 @@ def test_postgresql_restart_mid_flow_loses_nothing(tmp_path: Path, monkeypatch, 
     finally:
         res.engine.dispose()
         build_resources.cache_clear()
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_killed_share_delivery_leaves_no_unrecorded_copy(
+        resources, certified, tmp_path: Path, prefect_backend) -> None:  # noqa: F811
+    """SIGKILL while the recipient's file is written: no finished copy exists without its
+    delivery record; the re-run delivers; the destruction removes every copy, partial or not."""
+    from crypt4gh.keys import c4gh as c4gh_keys
+    from sqlalchemy import select
+    from test_share_flow import approve_request
+
+    from infra.catalog import Delivery
+    from tasks import destroy
+
+    agreement = approve_request(resources, certified)["agreement"]
+    c4gh_keys.generate(str(tmp_path / "r.sec"), str(tmp_path / "r.pub"), passphrase=None,
+                       comment=b"recipient")
+    home, out = resources.settings.home, tmp_path / "out"
+    args = ("share", "deliver", agreement, "--recipient", str(tmp_path / "r.pub"), "--out",
+            str(out))
+    kill_when(home, lambda: out.exists() and any(out.iterdir()), *args, role="operator")
+    final = out / f"{agreement}-extract.parquet.c4gh"
+    with resources.sessions() as session:
+        recorded = session.scalars(select(Delivery)).all()
+    assert recorded or not final.exists()  # a finished file always has its record
+    done = finish(home, *args, role="operator")
+    assert Path(done["out"]) == final and final.exists()
+    destroy.destroy(resources, "agreement", agreement, "test")
+    assert not any(out.iterdir())
