@@ -59,7 +59,7 @@ def run_encrypt(res: Resources, dataset: str, version: int | None, purge: bool |
     res.audit.append("encrypt.store", obj, "ok",
                      reason=f"{len(copies)} file(s) encrypted (Crypt4GH), {purged} plaintext "
                             f"object(s) purged; data key {recorded.get('fingerprint', '-')}",
-                     after_digest=recorded.get("manifest_sha256", ""), policy_hash=policy.content_hash)
+                     after_digest=recorded.get("manifest_sha256"), policy_hash=policy.content_hash)
     return {"dataset": dataset, "version": number, "encrypted": len(copies),
             "already_encrypted": len(files) - len(todo), "purged": purged, **recorded}
 

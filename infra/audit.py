@@ -34,15 +34,16 @@ class AuditLog:
         outcome: str,
         *,
         reason: str = "",
-        before_digest: str = "",
-        after_digest: str = "",
+        before_digest: str | None = "",
+        after_digest: str | None = "",
         policy_hash: str = "",
     ) -> AuditEntry:
-        """Seal and store the next record."""
+        """Seal and store the next record (a missing digest is stored as empty, never NULL: a
+        NOT NULL refusal would otherwise look like a sequence collision and be retried)."""
         for attempt in range(_APPEND_ATTEMPTS):
             try:
-                return self._append_once(action, object, outcome, reason, before_digest,
-                                         after_digest, policy_hash)
+                return self._append_once(action, object, outcome, reason, before_digest or "",
+                                         after_digest or "", policy_hash)
             except IntegrityError:  # a concurrent writer took the same sequence number
                 if attempt == _APPEND_ATTEMPTS - 1:
                     raise AuditError("The audit trail is too busy to append; retry.") from None

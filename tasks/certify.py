@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import tempfile
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
@@ -18,7 +14,6 @@ from sqlalchemy import select
 from infra.catalog import (
     Certificate,
     Consent,
-    DataFile,
     DatasetVersion,
     Deidentification,
 )
@@ -31,34 +26,14 @@ from seqlife.classify.labels import load_classify_policy
 from seqlife.exceptions import SeqlifeError
 from seqlife.policy import Policy
 from tasks.classify import current_classification, find_version, label_version
-from tasks.encrypt import open_data
-
-
-def _read_parquet(res: Resources, data_file: DataFile) -> pd.DataFrame:
-    with tempfile.TemporaryDirectory(dir=res.scratch()) as scratch:
-        path = Path(scratch) / "t.parquet"
-        with open_data(res, data_file) as src:
-            path.write_bytes(src.read())
-        return pd.read_parquet(path)
+from tasks.encrypt import read_parquet, stored_digest
 
 
 def stored_digests(res: Resources, dataset: str, version: int | None) -> dict[str, str]:
     """SHA-256 of every file of a version, recomputed from the stored bytes (not the catalog)."""
     with res.sessions() as session:
         files = list(find_version(session, dataset, version).files)
-    digests = {}
-    for data_file in files:
-        path = data_file.path
-        digest = hashlib.sha256()
-        try:
-            with open_data(res, data_file) as stream:
-                while chunk := stream.read(1 << 20):
-                    digest.update(chunk)
-        except SeqlifeError:  # integrity failure on read: the bytes were altered
-            digests[path] = "altered"
-            continue
-        digests[path] = digest.hexdigest()
-    return digests
+    return {f.path: stored_digest(res, f) or "altered" for f in files}
 
 
 def recorded_lineage(res: Resources, session: Any, dataset: str, version: int
@@ -114,7 +89,7 @@ def gather_evidence(res: Resources, dataset: str, version: int | None, scenario:
             source_hashes = {"deidentify": run.policy_hash,
                              "classify": classification.policy_hash if classification else ""}
         output_version = output.version
-        table = _read_parquet(res, clinical) if clinical is not None else None
+        table = read_parquet(res, clinical) if clinical is not None else None
     quality, docs, quality_hash = quality_frames_for_certification(table)
     _, _, labels = label_version.fn(res, dataset, output_version, load_classify_policy(),
                                     load_detectors())

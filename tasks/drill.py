@@ -11,7 +11,6 @@ from backup, with the incident report SEQ §7.5.1 asks for.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -30,9 +29,8 @@ from infra.resources import Resources, build_resources
 from seqlife import certify
 from seqlife import destroy as rules
 from seqlife.audit import compare_trails
-from seqlife.exceptions import SeqlifeError
 from seqlife.settings import Settings
-from tasks.encrypt import open_data
+from tasks.encrypt import stored_digest
 
 
 def now() -> datetime:
@@ -67,21 +65,15 @@ def _check_files(res: Resources, destroyed: set[str]) -> list[dict]:
                 for v in session.scalars(select(DatasetVersion)) for f in v.files]
     good = bad = unreadable = 0
     for data_file, dataset, version, gone in rows:
-        digest = hashlib.sha256()
-        try:
-            with open_data(res, data_file, dataset) as stream:
-                while chunk := stream.read(1 << 20):
-                    digest.update(chunk)
-            readable = True
-        except SeqlifeError:
-            readable = False
+        digest = stored_digest(res, data_file, dataset)
+        readable = digest is not None
         if gone or dataset in destroyed:
             unreadable += 0 if readable else 1
             if readable:
                 checks.append({"check": f"destroyed data stays unreadable: {dataset} "
                                         f"v{version} {data_file.path}", "ok": False,
                                "detail": "read back after destruction"})
-        elif readable and digest.hexdigest() == data_file.sha256:
+        elif digest == data_file.sha256:
             good += 1
         else:
             bad += 1

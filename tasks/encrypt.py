@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
@@ -21,7 +22,7 @@ from infra.catalog import DataFile, IntegrityManifest
 from infra.resources import Resources
 from seqlife.encrypt import c4gh
 from seqlife.encrypt import manifest as manifests
-from seqlife.exceptions import IntegrityError, ObjectNotFound
+from seqlife.exceptions import IntegrityError, ObjectNotFound, SeqlifeError
 from seqlife.policy import Policy, load_policy
 from tasks import is_transient
 
@@ -81,6 +82,29 @@ def open_data(res: Resources, data_file: Any, dataset: str | None = None) -> Ite
                                       mismatch)
         del secret
         yield reader
+
+
+def stored_digest(res: Resources, data_file: Any, dataset: str | None = None) -> str | None:
+    """SHA-256 of a stored file recomputed from its bytes (not the catalog), or None when it
+    cannot be read intact (altered, missing, or its key destroyed)."""
+    digest = hashlib.sha256()
+    try:
+        with open_data(res, data_file, dataset) as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+    except SeqlifeError:
+        return None
+    return digest.hexdigest()
+
+
+def read_parquet(res: Resources, data_file: Any) -> pd.DataFrame:
+    """A stored Parquet table, through :func:`open_data` (decrypted and checked if need be),
+    streamed to scratch and read there."""
+    with tempfile.TemporaryDirectory(dir=res.scratch()) as scratch:
+        local = Path(scratch) / "table.parquet"
+        with open_data(res, data_file) as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        return pd.read_parquet(local)
 
 
 @task(name="encrypt_file", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5],

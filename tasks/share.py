@@ -43,7 +43,7 @@ from seqlife.policy import DATA_CATALOG
 from seqlife.share import rules, watermark
 from tasks.certify import is_certified
 from tasks.classify import find_version
-from tasks.encrypt import open_data
+from tasks.encrypt import read_parquet
 
 #: Our delivery tiers and the sharing form of the classify policy each needs (HDS Table 2).
 TIER_FORMS = {"file": "file", "api": "api", "enclave": "enclave", "aggregate": "website"}
@@ -76,12 +76,7 @@ def _clinical_table(res: Resources, dataset: str, version: int | None) -> pd.Dat
         clinical = next((f for f in row.files if f.path == CLINICAL), None)
     if clinical is None:
         raise rules.ShareError(f"{dataset} has no clinical table to share.")
-    with tempfile.TemporaryDirectory(dir=res.scratch()) as scratch:
-        local = Path(scratch) / "c.parquet"
-        with open_data(res, clinical) as src, open(local, "wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-        return pd.read_parquet(local)
+    return read_parquet(res, clinical)
 
 
 def extract(table: pd.DataFrame, variables: tuple[str, ...], subjects: set[str]) -> pd.DataFrame:
@@ -358,7 +353,7 @@ def record_delivery(res: Resources, agreement_id: str, tier: str, meta: dict,
     res.audit.append("share.deliver", f"agreement:{agreement_id}", "ok",
                      reason=f"{tier}: {len(frame)} records, {len(files)} file(s), to "
                             f"{meta['destination']}; delivery {delivery_id}",
-                     after_digest=files[0]["sha256"] if files else "")
+                     after_digest=files[0]["sha256"] if files else None)
     return delivery_id
 
 

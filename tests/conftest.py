@@ -241,6 +241,15 @@ def resources(backend: str):
     build_resources.cache_clear()
 
 
+def as_role(res, role: str):
+    """The same resources acting in another role (committee, steward, ...)."""
+    from dataclasses import replace
+
+    from infra.resources import Resources
+
+    return Resources(**{**res.__dict__, "settings": replace(res.settings, role=role)})
+
+
 @pytest.fixture(scope="session")
 def cohort_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One small synthetic cohort per session; tests copy it before changing anything."""

@@ -198,8 +198,7 @@ def _decrypt_body(src: BinaryIO, dst: BinaryIO | None, keys: Sequence[bytes], he
             for offset in range(0, n, CIPHER_SEGMENT_SIZE):
                 end = min(offset + CIPHER_SEGMENT_SIZE, n)
                 if end - offset <= NONCE_SIZE + TAG_SIZE:
-                    raise Truncated(f"The encrypted file ends inside segment {index + 1}: it "
-                                    "was cut short in transfer or storage.")
+                    raise _segment_error(index, full=False)
                 length = end - offset - NONCE_SIZE - TAG_SIZE
                 _open_segment_into(ciphers, view[offset:offset + NONCE_SIZE],
                                    view[offset + NONCE_SIZE:end], out[done:done + length],
@@ -315,8 +314,7 @@ class PlaintextReader(io.RawIOBase):
             self._finish()
             return
         if n <= NONCE_SIZE + TAG_SIZE:
-            raise Truncated(f"The encrypted file ends inside segment {self._index + 1}: it was "
-                            "cut short in transfer or storage.")
+            raise _segment_error(self._index, full=False)
         plain = _open_segment(self._ciphers, bytes(view[:NONCE_SIZE]), view[NONCE_SIZE:n],
                               self._index, n == CIPHER_SEGMENT_SIZE)
         self._digest.update(plain)

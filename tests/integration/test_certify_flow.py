@@ -8,20 +8,16 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import as_role
 
 from infra.resources import Resources
 from seqlife.certify import CertificationRefused
 from seqlife.exceptions import PolicyViolation
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
-
-
-def as_role(res: Resources, role: str) -> Resources:
-    return Resources(**{**res.__dict__, "settings": replace(res.settings, role=role)})
 
 
 @pytest.fixture

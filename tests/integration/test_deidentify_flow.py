@@ -7,12 +7,12 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pysam
 import pytest
+from conftest import as_role
 from sqlalchemy import select
 
 from infra.catalog import DataFile, Deidentification
@@ -21,10 +21,6 @@ from seqlife.deidentify.kanon import k_of
 from seqlife.exceptions import ClassificationMissing, PolicyViolation
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
-
-
-def as_role(res: Resources, role: str) -> Resources:
-    return Resources(**{**res.__dict__, "settings": replace(res.settings, role=role)})
 
 
 def identifiers(cohort: Path) -> set[str]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import csv
 import subprocess
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import as_role
 from sqlalchemy import select
 
 from infra.catalog import DatasetVersion
@@ -24,10 +24,6 @@ from infra.resources import Resources
 from seqlife.quality import QualityGateFailed
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
-
-
-def as_role(res: Resources, role: str) -> Resources:
-    return Resources(**{**res.__dict__, "settings": replace(res.settings, role=role)})
 
 
 @pytest.fixture

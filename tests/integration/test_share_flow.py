@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from conftest import as_role
 
 from infra.resources import Resources
 from seqlife.encrypt import c4gh
@@ -24,10 +25,6 @@ from seqlife.share import rules
 pytestmark = pytest.mark.usefixtures("prefect_backend")
 
 VARIABLES = ["sex", "lab_hemoglobin_g_l", "lab_wbc_10e9_l", "lab_alt_u_l"]
-
-
-def as_role(res: Resources, role: str) -> Resources:
-    return Resources(**{**res.__dict__, "settings": replace(res.settings, role=role)})
 
 
 def request_document(dataset: str, **changes) -> dict:
