@@ -212,6 +212,9 @@ class LineageRegistry:
         self._lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self._lock_path, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
+            # Every git call in the registry runs under this lock, so an index lock found now was
+            # left by a process killed mid-commit; it would block every later record.
+            (self.root / ".git" / "index.lock").unlink(missing_ok=True)
             try:
                 yield
             finally:

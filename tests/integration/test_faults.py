@@ -34,7 +34,7 @@ def cli(home: Path, *args: str, role: str = "steward") -> subprocess.Popen:
 def finish(home: Path, *args: str, role: str = "steward") -> dict:
     proc = cli(home, *args, role=role)
     out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-2000:]
+    assert proc.returncode == 0, (out + err)[-2000:]
     return json.loads(out)
 
 
