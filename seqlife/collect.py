@@ -37,7 +37,8 @@ from seqlife.exceptions import (
 from seqlife.policy import DATA_CATALOG, Policy, load_policy
 
 REQUIRED_RULES = frozenset(
-    {"scenario_scopes", "on_withdrawn", "sequencing_formats", "tables", "raw_zone", "checksum"})
+    {"scenario_scopes", "on_withdrawn", "sequencing_formats", "tables", "raw_zone", "checksum",
+     "table_encodings"})
 SCHEMA_DIR = DATA_CATALOG / "schemas"
 HASH_CHUNK = 1 << 16  # 64 KiB reads: hashlib's sweet spot on this machine (PERF-ANCHORS 2e)
 FASTQ_BLOCK = 4 << 20

@@ -202,3 +202,17 @@ class ClassificationStale(ClassificationError):
             f"The approved classification of {dataset} was made for different content; classify "
             "and approve the current version again before this step.",
             dataset=dataset)
+
+
+class TableDecodeError(CollectError):
+    """A hospital table cannot be read: its encoding, container or layout is not accepted.
+
+    The message names the file label, the position of the problem (row or column number, sheet
+    count) and what to do; it never quotes a byte or cell of the file.
+    """
+
+    def __init__(self, path: str, problem: str, remedy: str) -> None:
+        super().__init__(f"{path}: {problem}. {remedy}", path=path)
+        self.path = path
+        self.problem = problem
+        self.remedy = remedy
