@@ -6,7 +6,8 @@ uniqueness of subject IDs), §11.3.4.7 e (quality control at each processing sta
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
@@ -16,7 +17,8 @@ from seqlife.policy import Policy
 SUITE = "clinical"
 
 
-def build_suite(policy: Policy, columns: Iterable[str] | None = None) -> gx.ExpectationSuite:
+def build_suite(policy: Policy, columns: Iterable[str] | None = None,
+                attrs: Mapping[str, Any] | None = None) -> gx.ExpectationSuite:
     """The clinical suite for a table with ``columns`` (None: every column the policy names).
 
     The subject column is the first of ``clinical_subject.columns`` the table has; a table with

@@ -2,11 +2,12 @@
 
 - No value of any column may contain a resident ID, mobile number, e-mail address or medical
   record number (GB/T 39725 §10.2 a); the patterns are the classify stage's detectors.
-- Every combination of the quasi-identifiers present is shared by at least k rows (§10.2 b, e),
-  checked by the custom expectation :class:`ExpectQuasiIdentifiersToBeKAnonymous`.
-- Dates of a subject move together (§10.2 c 3; Table 6): discharge is not before admission, and
-  when the original stays are supplied (``_original_stay_days``, see
-  :func:`seqlife.quality.prepare_deidentified`) the shifted stay equals the original one.
+- Every combination of the quasi-identifiers the de-identification declared (from the roles of
+  the approved classification, in the table's metadata) is shared by at least k rows (§10.2 b, e),
+  checked by the custom expectation :class:`ExpectQuasiIdentifiersToBeKAnonymous`. A table that
+  declares none fails: k over an empty set proves nothing.
+- Dates of a subject move together (§10.2 c 3; Table 6): when the shifts are supplied (see
+  :func:`seqlife.quality.prepare_deidentified`) every date's shift equals the subject's shift.
 
 **How k-anonymity is expressed in GX 1.x.** GX's ``UnexpectedRowsExpectation`` runs SQL and
 supports no pandas data source, so k-anonymity is a multicolumn *map* expectation backed by a
@@ -21,7 +22,7 @@ missing quasi-identifier are counted, not skipped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Literal, Optional
 
 import great_expectations as gx
@@ -39,7 +40,7 @@ from great_expectations.render.renderer.renderer import renderer
 
 from seqlife.deidentify.kanon import class_sizes
 from seqlife.policy import Policy
-from seqlife.quality import ORIGINAL_STAY_DAYS, STAY_DAYS, identifier_patterns
+from seqlife.quality import SHIFT_DAYS_PREFIX, SUBJECT_SHIFT_DAYS, identifier_patterns
 
 SUITE = "deidentified"
 
@@ -111,22 +112,20 @@ class ExpectQuasiIdentifiersToBeKAnonymous(MulticolumnMapExpectation):
             string_template={"template": template, "params": values, "styling": styling})]
 
 
-def build_suite(policy: Policy, columns: Iterable[str] | None = None) -> gx.ExpectationSuite:
-    """The de-identified suite for a table with ``columns`` (None: the policy's named columns).
+def build_suite(policy: Policy, columns: Iterable[str] | None = None,
+                attrs: Mapping[str, Any] | None = None) -> gx.ExpectationSuite:
+    """The de-identified suite for a table with ``columns`` and metadata ``attrs``.
 
     Identifier patterns are checked on every column the table has (columns starting with '_' are
-    computed by the gate and skipped); k-anonymity on the quasi-identifiers present; the date
-    order when both dates are present; the stay equality when ``_stay_days`` and
-    ``_original_stay_days`` were added by :func:`seqlife.quality.prepare_deidentified`.
+    computed by the gate and skipped); k-anonymity (k from ``attrs['k']``) on the quasi-identifiers
+    the table declares under the policy's attribute — none declared, or a declared one missing,
+    is an expectation that fails; the shift of every date equals its subject's shift when
+    ``_shift_days__*`` columns were added by :func:`seqlife.quality.prepare_deidentified`.
+    ``columns`` None builds the suite for documentation (quasi-identifiers shown as declared).
     """
-    shift = policy["deidentified_date_shift"]
-    qis = list(policy["deidentified_quasi_identifiers"])
-    if columns is None:
-        names = [shift["subject"], *qis, shift["admission"], shift["discharge"]]
-        present = set(names)
-    else:
-        names = list(dict.fromkeys(columns))
-        present = set(names)
+    attrs = dict(attrs or {})
+    names = [] if columns is None else list(dict.fromkeys(columns))
+    present = set(names)
 
     def meta(rule: str, check: str) -> dict[str, str]:
         return {"rule": rule, "check": check, "clause": policy.clause(rule)}
@@ -140,22 +139,36 @@ def build_suite(policy: Policy, columns: Iterable[str] | None = None) -> gx.Expe
             found.append(gxe.ExpectColumnValuesToNotMatchRegex(
                 column=column, regex=pattern,
                 meta=meta("deidentified_no_identifiers", f"contains no {detector}")))
-    quasi = [q for q in qis if q in present]
+    attribute = policy["deidentified_quasi_identifiers"]["attribute"]
+    declared = [str(q) for q in attrs.get(attribute) or []]
+    if columns is not None:
+        if not declared:
+            found.append(gxe.ExpectColumnToExist(
+                column=DECLARED_NONE, meta=meta(
+                    "deidentified_quasi_identifiers",
+                    "the de-identification declares the quasi-identifiers it generalised "
+                    "(none declared: k cannot be checked)")))
+        for missing in (q for q in declared if q not in present):
+            found.append(gxe.ExpectColumnToExist(
+                column=missing, meta=meta("deidentified_quasi_identifiers",
+                                          "a declared quasi-identifier is in the table")))
+    quasi = [q for q in declared if q in present]
     if quasi:
-        k = policy["deidentified_k"]
+        k = int(attrs.get("k", 0))
         found.append(ExpectQuasiIdentifiersToBeKAnonymous(
-            column_list=quasi if len(quasi) > 1 else quasi * 2, k=k,
-            meta=meta("deidentified_k", f"k >= {k} over {', '.join(quasi)}")))
-    if shift["admission"] in present and shift["discharge"] in present:
-        found.append(gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-            column_A=shift["discharge"], column_B=shift["admission"], or_equal=True,
-            ignore_row_if="either_value_is_missing",
-            meta=meta("deidentified_date_shift",
-                      f"shifted {shift['discharge']} on or after shifted {shift['admission']}")))
-    if STAY_DAYS in present and ORIGINAL_STAY_DAYS in present:
-        found.append(gxe.ExpectColumnPairValuesToBeEqual(
-            column_A=STAY_DAYS, column_B=ORIGINAL_STAY_DAYS,
-            ignore_row_if="either_value_is_missing",
-            meta=meta("deidentified_date_shift", "shifted stay equals the original stay")))
+            column_list=quasi if len(quasi) > 1 else quasi * 2, k=max(k, 1),
+            meta=meta("deidentified_quasi_identifiers", f"k >= {k} over {', '.join(quasi)}")))
+    if SUBJECT_SHIFT_DAYS in present:
+        for column in (c for c in names if c.startswith(SHIFT_DAYS_PREFIX)):
+            found.append(gxe.ExpectColumnPairValuesToBeEqual(
+                column_A=column, column_B=SUBJECT_SHIFT_DAYS,
+                ignore_row_if="either_value_is_missing",
+                meta=meta("deidentified_date_shift",
+                          f"{column.removeprefix(SHIFT_DAYS_PREFIX)} moved by the subject's "
+                          "one offset")))
     return gx.ExpectationSuite(name=SUITE, expectations=found,
                                meta={"policy_hash": policy.content_hash})
+
+
+#: The column a table without declared quasi-identifiers is asked to have (it never has it).
+DECLARED_NONE = "(declared quasi-identifiers)"

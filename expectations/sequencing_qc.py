@@ -8,7 +8,8 @@ quality control of the processing stage (§11.3.4.7 e). The table comes from
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
@@ -18,7 +19,8 @@ from seqlife.policy import Policy
 SUITE = "sequencing_qc"
 
 
-def build_suite(policy: Policy, columns: Iterable[str] | None = None) -> gx.ExpectationSuite:
+def build_suite(policy: Policy, columns: Iterable[str] | None = None,
+                attrs: Mapping[str, Any] | None = None) -> gx.ExpectationSuite:
     """The QC suite for a table with ``columns`` (None: reads, q30_share, gc_share, mapped_share).
 
     ``mapped_share`` is empty for FASTQ rows and is then not judged; Q30 and GC shares must be

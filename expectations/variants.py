@@ -6,7 +6,8 @@ stage (GB/T 39725 §11.3.4.7 e) covers the variant calls as much as the clinical
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
@@ -23,7 +24,8 @@ REQUIRED = {"CHROM": "variant_chrom", "POS": "variant_min_pos", "REF": "variant_
             "ALT": "variant_alt"}  # fmt: skip
 
 
-def build_suite(policy: Policy, columns: Iterable[str] | None = None) -> gx.ExpectationSuite:
+def build_suite(policy: Policy, columns: Iterable[str] | None = None,
+                attrs: Mapping[str, Any] | None = None) -> gx.ExpectationSuite:
     """The variants suite for a table with ``columns`` (None: all of CHROM, POS, REF, ALT, GT).
 
     GT may be empty (sites-only VCF); every other column must be filled and match its format.

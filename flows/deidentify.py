@@ -17,9 +17,10 @@ from flows import on_cluster
 from infra.resources import Resources, build_resources
 from seqlife.collect import subject_surrogate
 from seqlife.deidentify.report import allele_frequency_summary, cohort_summary
-from seqlife.deidentify.tables import load_deidentify_policy
+from seqlife.deidentify.report import summary_columns, table_report
+from seqlife.deidentify.tables import load_deidentify_policy, released_quasi_identifiers
 from seqlife.exceptions import SeqlifeError
-from seqlife.quality import load_quality_policy, prepare_deidentified
+from seqlife.quality import declare_release, load_quality_policy, prepare_deidentified
 from seqlife.settings import Settings
 from tasks import batches, lineage, quality
 from tasks import deidentify as t
@@ -38,10 +39,12 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
     try:
         labels = require_approved_classification(res, dataset, version, "deidentify")
         source = t.load_source(res, dataset, version)
-        table, samples, original_stays = t.deidentify_table(res, source, project, policy)
+        table, samples = t.deidentify_table(res, source, project, policy)
         name = t.output_name(dataset, project)
+        quality_policy = load_quality_policy()
+        release = declare_release(table.table, quality_policy, released_quasi_identifiers(table))
         frames = {"tables/clinical.parquet": (prepare_deidentified(
-            table.table, load_quality_policy(), original_stays), deidentified.SUITE)}
+            release, quality_policy, table.shifts), deidentified.SUITE)}
         _, quality_report, quality_hash = quality.gate_step(
             res, frames, f"dataset:{name}",
             f"{t.ZONE}/{name}/_quality/refused-{run_id or uuid.uuid4()}.html")
@@ -52,10 +55,10 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
         with tempfile.TemporaryDirectory(dir=res.scratch(), prefix="deidentify-") as workdir:
             work = Path(workdir)
             outputs = [
-                ("tables/clinical.parquet", "clinical", t.write_table(table.table, work / "c.parquet"),
+                ("tables/clinical.parquet", "clinical", t.write_table(release, work / "c.parquet"),
                  None),
             ]
-            summary_by = [c for c in ("age", "sex", "diagnosis_icd10") if c in table.table]
+            summary_by = summary_columns(table)
             if summary_by:
                 summary = cohort_summary(table.table, summary_by, int(policy["small_cells"]))
                 outputs.append(("tables/cohort_summary.parquet", "summary",
@@ -77,13 +80,7 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
                 "source": {"dataset": dataset, "version": source.version,
                            "grade": labels["grade"], "tier": labels["tier"],
                            "policy_hash": policy.content_hash},
-                "table": {**asdict(table.transform), "subjects": len(table.code_index),
-                          "rows_out": int(len(table.table))},
-                "kanon": {"k": int(policy["k"]), "levels": table.kanon.levels,
-                          "suppressed": table.kanon.suppressed,
-                          "k_achieved": table.kanon.k_achieved, "classes": table.kanon.classes,
-                          "info_loss": table.kanon.info_loss},
-                "risk": {**asdict(table.risk), "limits": policy["risk_limits"], "passed": True},
+                **table_report(table, policy),
                 "files": [{"path": relative, **asdict(scrub)} for relative, _, scrub in scrubbed],
                 "approval": {"status": "pending_approval", "approver_role": policy["approver_role"]},
                 "quality": {"passed": True, "policy_hash": quality_hash},

@@ -45,8 +45,7 @@ REQUIRED_RULES: frozenset[str] = frozenset({
     "variant_chrom", "variant_min_pos", "variant_ref", "variant_alt", "variant_gt",
     "qc_min_reads", "qc_min_q30_share", "qc_gc_share", "qc_min_mapped_share", "qc_sample_reads",
     "variant_sample_records",
-    "deidentified_no_identifiers", "deidentified_quasi_identifiers", "deidentified_k",
-    "deidentified_date_shift",
+    "deidentified_no_identifiers", "deidentified_quasi_identifiers", "deidentified_date_shift",
     "unexpected_value_masking", "result_format",
 })  # fmt: skip
 
@@ -57,8 +56,10 @@ KNOWN_SUITES = ("clinical", "variants", "sequencing_qc", "deidentified")
 MASK = "«masked»"
 
 #: Columns the quality stage computes before validation; never data of the source table.
-STAY_DAYS = "_stay_days"
-ORIGINAL_STAY_DAYS = "_original_stay_days"
+#: Per shifted date column ``C``: ``_shift_days__C`` is that date's shift in days; every one must
+#: equal ``_subject_shift_days``, the shift of the subject's first dated row.
+SHIFT_DAYS_PREFIX = "_shift_days__"
+SUBJECT_SHIFT_DAYS = "_subject_shift_days"
 
 #: Columns of the variant table derived from a VCF, in order.
 VARIANT_COLUMNS = ("CHROM", "POS", "REF", "ALT", "SAMPLE", "GT")
@@ -161,7 +162,7 @@ def check_quality_policy(policy: Policy, policy_dir: Path | None = None) -> None
             re.compile(policy[rule])
         except (re.error, TypeError) as exc:
             raise fail(rule, f"is not a regular expression that compiles ({exc})") from exc
-    for rule, least in (("variant_min_pos", 1), ("qc_min_reads", 0), ("deidentified_k", 1),
+    for rule, least in (("variant_min_pos", 1), ("qc_min_reads", 0),
                         ("qc_sample_reads", 1), ("variant_sample_records", 1)):
         value = policy[rule]
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -172,11 +173,13 @@ def check_quality_policy(policy: Policy, policy_dir: Path | None = None) -> None
     low, high = _bounds(policy["qc_gc_share"], fail("qc_gc_share", "needs shares min <= max"))
     if not (_is_share(low) and _is_share(high)):
         raise fail("qc_gc_share", "needs shares between 0 and 1")
-    if not _is_str_list(policy["deidentified_quasi_identifiers"]):
-        raise fail("deidentified_quasi_identifiers", "must be a list of column names")
+    declared = policy["deidentified_quasi_identifiers"]
+    if not isinstance(declared, Mapping) or set(declared) != {"attribute"} or \
+            not isinstance(declared["attribute"], str) or not declared["attribute"]:
+        raise fail("deidentified_quasi_identifiers", "needs exactly 'attribute' (a name)")
     shift = policy["deidentified_date_shift"]
-    if not isinstance(shift, Mapping) or set(shift) != {"subject", "admission", "discharge"}:
-        raise fail("deidentified_date_shift", "needs exactly 'subject', 'admission', 'discharge'")
+    if not isinstance(shift, Mapping) or set(shift) != {"subject"}:
+        raise fail("deidentified_date_shift", "needs exactly 'subject'")
     if policy["unexpected_value_masking"] is not True:
         raise fail("unexpected_value_masking", "cannot be switched off: unexpected values are "
                    f"never stored ({policy.clause('unexpected_value_masking')})")
@@ -413,34 +416,43 @@ def _genotype(sample: Any) -> str:
     return separator.join("." if allele is None else str(allele) for allele in alleles)
 
 
-# --- de-identified tables: the stay before and after the date shift (§10.2 c 3) --------------
+# --- de-identified tables: declared quasi-identifiers and the shift of every date (§10.2) -----
 
 
-def stay_days(df: pd.DataFrame, admission: str, discharge: str) -> pd.Series:
-    """Days from admission to discharge per row (NaN where a date is missing or unreadable)."""
-    start = pd.to_datetime(df[admission], errors="coerce")
-    end = pd.to_datetime(df[discharge], errors="coerce")
-    return (end - start).dt.days.astype("float64")
+def declare_release(df: pd.DataFrame, policy: Policy, quasi_identifiers: Sequence[str]) -> pd.DataFrame:
+    """The release with its quasi-identifiers declared in its metadata (``DataFrame.attrs``, kept
+    inside the Parquet file), so the gate, certification and sharing check k over the columns the
+    de-identification derived from roles, not over names guessed later."""
+    out = df.copy()
+    out.attrs[policy["deidentified_quasi_identifiers"]["attribute"]] = list(quasi_identifiers)
+    return out
 
 
 def prepare_deidentified(df: pd.DataFrame, policy: Policy,
-                         original_stay_days: Mapping[str, float] | None = None) -> pd.DataFrame:
-    """A copy of a de-identified table with the stay columns the date-shift check needs.
+                         shifts: Mapping[str, pd.Series] | None = None) -> pd.DataFrame:
+    """A copy of a de-identified table ready for the de-identified suite.
 
-    Adds ``_stay_days`` (shifted discharge - admission). With ``original_stay_days`` (subject ->
-    stay in the source, e.g. computed with :func:`stay_days` on the raw table and keyed by the
-    surrogate), also ``_original_stay_days``, so the suite can require both to be equal: a
-    per-subject shift moves every date of the subject by the same number of days.
-    Tables without both date columns are returned unchanged (there is nothing to check).
+    ``attrs['k']`` is the k of ``deidentify.yaml`` (the gate never takes k from the table).
+    With ``shifts`` (date column -> days each row's date moved, aligned with ``df``'s index; made
+    by de-identification from the original dates, which never reach the gate), adds
+    ``_shift_days__<column>`` for each and ``_subject_shift_days`` (the subject's first shift),
+    so the suite can require every date of a subject to move by one offset.
     """
-    rule = policy["deidentified_date_shift"]
-    if rule["admission"] not in df or rule["discharge"] not in df:
-        return df
+    from seqlife.deidentify.tables import load_deidentify_policy
+
     out = df.copy()
-    out[STAY_DAYS] = stay_days(df, rule["admission"], rule["discharge"])
-    if original_stay_days is not None and rule["subject"] in df:
-        original = df[rule["subject"]].map(dict(original_stay_days))
-        out[ORIGINAL_STAY_DAYS] = pd.to_numeric(original, errors="coerce").astype("float64")
+    out.attrs = {**df.attrs, "k": int(load_deidentify_policy()["k"])}
+    subject = policy["deidentified_date_shift"]["subject"]
+    if not shifts or subject not in df:
+        return out
+    frame = pd.DataFrame({f"{SHIFT_DAYS_PREFIX}{c}": pd.to_numeric(v.reindex(df.index),
+                                                                   errors="coerce")
+                          for c, v in shifts.items()}, index=df.index).astype("float64")
+    first_per_row = frame.bfill(axis=1).iloc[:, 0]
+    by_subject = first_per_row.groupby(df[subject]).transform("first")
+    for column in frame:
+        out[column] = frame[column]
+    out[SUBJECT_SHIFT_DAYS] = by_subject.astype("float64")
     return out
 
 
@@ -696,6 +708,11 @@ def summaries_as_dicts(summaries: Iterable[Summary]) -> list[dict[str, Any]]:
 
 
 def gate_policy_hash(policy: Policy, policy_dir: Path | None = None) -> str:
-    """One hash for the quality thresholds and the identifier detectors the gate searches with."""
+    """One hash for the quality thresholds, the identifier detectors the gate searches with and
+    the de-identification policy whose k the gate enforces."""
+    from seqlife.deidentify.tables import load_deidentify_policy
+
     detectors = load_policy(DETECTOR_STAGE, DETECTOR_NAMES, policy_dir or _folder_of(policy))
-    return hashlib.sha256(f"{policy.content_hash}:{detectors.content_hash}".encode()).hexdigest()
+    deidentify = load_deidentify_policy()
+    return hashlib.sha256(f"{policy.content_hash}:{detectors.content_hash}:"
+                          f"{deidentify.content_hash}".encode()).hexdigest()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +33,6 @@ from seqlife.deidentify.errors import DeidentificationError
 from seqlife.deidentify.hierarchy import load_hierarchies
 from seqlife.exceptions import PolicyViolation
 from seqlife.policy import Policy
-from seqlife.quality import load_quality_policy, stay_days
 from tasks import is_transient
 from tasks.classify import current_classification, find_version
 from tasks.encrypt import open_data
@@ -84,35 +82,22 @@ def load_source(res: Resources, dataset: str, version: int | None) -> Source:
 
 @task(name="deidentify_table", cache_policy=NO_CACHE)
 def deidentify_table(res: Resources, source: Source, project: str, policy: Policy
-                     ) -> tuple[rules.TableResult, pd.DataFrame, dict[str, float]]:
-    """The clinical table through every rule, plus the sample sheet for file renaming and each
-    subject's original stay in days by surrogate (the gate checks the shift kept it)."""
+                     ) -> tuple[rules.TableResult, pd.DataFrame]:
+    """The clinical table through every rule, by the roles of its approved classification, plus
+    the sample sheet for file renaming."""
     clinical = next(f for f in source.files if f["role"] == "clinical")
     samples = next(f for f in source.files if f["role"] == "samples")
     with tempfile.TemporaryDirectory(dir=res.scratch()) as scratch:
         df = pq.read_table(_fetch(res, clinical, Path(scratch) / "c.parquet")).to_pandas(
             types_mapper=None)
         sample_sheet = pq.read_table(_fetch(res, samples, Path(scratch) / "s.parquet")).to_pandas()
-    populations = rules.load_populations()
-    roles = rules.roles_from_fields(source.fields, clinical["path"])
     result = rules.deidentify_table(
-        df, roles, policy,
+        df, rules.roles_from_fields(source.fields, clinical["path"]), policy,
         surrogate_secret=res.keys.secret(f"surrogate-{project}"),
-        shift_secret=res.keys.secret(f"date-shift-{project}"), populations=populations,
-        hierarchies=rules.quasi_identifier_hierarchies(populations, load_hierarchies()))
-    return result, sample_sheet, _original_stays(df, roles, result.code_index, policy)
-
-
-def _original_stays(df: pd.DataFrame, roles: Mapping[str, str], code_index: Mapping[str, str],
-                    policy: Policy) -> dict[str, float]:
-    """Surrogate -> days from admission to discharge in the raw table (§10.2 c 3 check)."""
-    shift = load_quality_policy()["deidentified_date_shift"]
-    admission, discharge = shift["admission"], shift["discharge"]
-    subject = [c for c, d in roles.items() if d == policy["linkage_identifier"]["detector"]]
-    if admission not in df or discharge not in df or len(subject) != 1:
-        return {}
-    stays = dict(zip(df[subject[0]].astype("string"), stay_days(df, admission, discharge)))
-    return {surrogate: stays[key] for surrogate, key in code_index.items() if key in stays}
+        shift_secret=res.keys.secret(f"date-shift-{project}"),
+        populations=rules.load_populations(), hierarchies=load_hierarchies(),
+        parse_date=rules.date_parser())
+    return result, sample_sheet
 
 
 @task(name="scrub_sequencing_file", cache_policy=NO_CACHE, retries=2,

@@ -36,8 +36,9 @@ from infra.resources import Resources  # noqa: E402
 from seqlife import quality as rules  # noqa: E402
 from seqlife.policy import Policy  # noqa: E402
 
-#: ``build_suite(policy, columns)`` of an ``expectations`` module.
-SuiteBuilder = Callable[[Policy, Iterable[str]], gx.ExpectationSuite]
+#: ``build_suite(policy, columns, attrs)`` of an ``expectations`` module (attrs: the table's
+#: metadata, e.g. the quasi-identifiers a de-identified table declares).
+SuiteBuilder = Callable[[Policy, Iterable[str], Mapping[str, Any]], gx.ExpectationSuite]
 
 #: Suite name -> builder; the policy's ``suites`` rule says which of them the gate accepts.
 SUITE_BUILDERS: Mapping[str, SuiteBuilder] = {
@@ -91,7 +92,7 @@ def validate_frame(df: pd.DataFrame, suite_name: str, suite_builder: SuiteBuilde
         The value-free summary and the masked GX result (``«masked»`` for every value). The raw
         result is dropped here and never returned, logged or stored.
     """
-    suite = suite_builder(policy, [str(c) for c in df.columns])
+    suite = suite_builder(policy, [str(c) for c in df.columns], dict(df.attrs))
     suite.name = suite_name
     with _gx_logs_silenced(), warnings.catch_warnings():
         # One quasi-identifier is passed twice to the k-anonymity expectation (GX's multicolumn

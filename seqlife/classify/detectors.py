@@ -38,8 +38,8 @@ STAGE = "classify_detectors"
 #: number is also a number, an address is also text).
 SPECIFICITY: tuple[str, ...] = (
     "resident_id", "mobile", "email", "medical_record_no", "insurance_no", "icd10", "date",
-    "postcode", "landline", "person_name", "address", "region", "sex", "free_text",
-    "numeric_measure",
+    "postcode", "landline", "person_name", "address", "employer", "region", "sex",
+    "diagnosis_text", "identifier_code", "free_text", "numeric_measure",
 )  # fmt: skip
 DETECTOR_NAMES: frozenset[str] = frozenset(SPECIFICITY)
 
@@ -55,12 +55,13 @@ _VALIDITY_WINDOW = 1 << 16
 _KINDS = ("regex", "date", "person_name", "address", "vocabulary", "free_text", "numeric")
 _COMMON_FIELDS = frozenset({"kind", "name_hints", "min_share", "hint_min_share", "weight"})
 _KIND_FIELDS: dict[str, frozenset[str]] = {
-    "regex": frozenset({"pattern", "patterns", "validator", "categories", "weight_when_all_match"}),
+    "regex": frozenset({"pattern", "patterns", "validator", "categories", "weight_when_all_match",
+                        "hint_patterns", "min_distinct_share"}),
     "date": frozenset({"pattern", "patterns", "min_year", "max_year"}),
     "person_name": frozenset({"surnames", "double_surnames", "exclude_suffixes", "min_length",
                               "max_length"}),
     "address": frozenset({"pattern", "patterns"}),
-    "vocabulary": frozenset({"values", "max_distinct"}),
+    "vocabulary": frozenset({"values", "max_distinct", "hint_values"}),
     "free_text": frozenset({"min_length", "min_mean_length", "min_distinct_share", "separators"}),
     "numeric": frozenset({"pattern", "patterns"}),
 }  # fmt: skip
@@ -95,6 +96,11 @@ class Detector:
     weight: float
     name_hints: tuple[str, ...]
     matches: Callable[[str], bool] = field(repr=False)
+    #: The test used instead of ``matches`` when the column name hints at the detector (local
+    #: record-number formats, sex coded 1/2): weaker evidence that only counts with the name.
+    hint_matches: Callable[[str], bool] | None = field(default=None, repr=False)
+    #: For date detectors: the calendar day a value denotes (None when it is not a date).
+    parse: Callable[[str], date | None] | None = field(default=None, repr=False)
     weight_when_all_match: float | None = None
     max_distinct: int | None = None
     min_mean_length: float = 0.0
@@ -158,11 +164,17 @@ def _compile(name: str, spec: Any, clause: str, source: str) -> Detector:
         fullmatch = pattern.fullmatch
         matches = fullmatch if check is None else (lambda v: fullmatch(v) is not None and check(v))
         all_match = spec.get("weight_when_all_match")
-        return Detector(**common, matches=matches,
+        hint_matches = None
+        if "hint_patterns" in spec:
+            loose = _alternation(_strings(spec, "hint_patterns", where), where).fullmatch
+            hint_matches = lambda v: matches(v) or loose(v) is not None  # noqa: E731
+        return Detector(**common, matches=matches, hint_matches=hint_matches,
                         weight_when_all_match=None if all_match is None
-                        else _fraction(spec, "weight_when_all_match", where))
+                        else _fraction(spec, "weight_when_all_match", where),
+                        min_distinct_share=_fraction(spec, "min_distinct_share", where, 0.0))
     if kind == "date":
-        return Detector(**common, matches=_date_test(spec, where))
+        parse = _date_parser(spec, where)
+        return Detector(**common, matches=lambda v: parse(v) is not None, parse=parse)
     if kind == "person_name":
         return Detector(**common, matches=_name_test(spec, where))
     if kind == "address":
@@ -170,9 +182,11 @@ def _compile(name: str, spec: Any, clause: str, source: str) -> Detector:
         return Detector(**common, matches=lambda v: any(search(v) for search in searches))
     if kind == "vocabulary":
         vocabulary = frozenset(v.casefold() for v in _strings(spec, "values", where))
+        hinted = vocabulary | frozenset(v.casefold() for v in _strings(spec, "hint_values", where, ()))
         max_distinct = _integer(spec, "max_distinct", where, len(vocabulary))
         return Detector(**common, matches=lambda v: v.casefold() in vocabulary,
-                        max_distinct=max_distinct)
+                        hint_matches=(lambda v: v.casefold() in hinted) if hinted != vocabulary
+                        else None, max_distinct=max_distinct)
     if kind == "free_text":
         min_length = _integer(spec, "min_length", where, 1)
         separators = _regex(_required(spec, "separators", where), where).search
@@ -268,7 +282,7 @@ def _validator(spec: Mapping[str, Any], where: str) -> Callable[[str], bool] | N
     return _VALIDATORS[name](spec, where)
 
 
-def _date_test(spec: Mapping[str, Any], where: str) -> Callable[[str], bool]:
+def _date_parser(spec: Mapping[str, Any], where: str) -> Callable[[str], date | None]:
     """Full match of a pattern with year/month/day groups, then a real calendar day in range."""
     fullmatches = []
     for text in _patterns(spec, where):
@@ -278,22 +292,21 @@ def _date_test(spec: Mapping[str, Any], where: str) -> Callable[[str], bool]:
         fullmatches.append(pattern.fullmatch)
     low, high = _integer(spec, "min_year", where, 1), _integer(spec, "max_year", where, 9999)
 
-    def is_date(value: str) -> bool:
+    def parse(value: str) -> date | None:
         for fullmatch in fullmatches:
             found = fullmatch(value)
             if found is None:
                 continue
             year = int(found["year"])
             if not low <= year <= high:
-                return False
+                return None
             try:
-                date(year, int(found["month"]), int(found["day"]))
+                return date(year, int(found["month"]), int(found["day"]))
             except ValueError:
-                return False
-            return True
-        return False
+                return None
+        return None
 
-    return is_date
+    return parse
 
 
 def _name_test(spec: Mapping[str, Any], where: str) -> Callable[[str], bool]:
@@ -325,6 +338,37 @@ def _normalise_name(name: str) -> str:
 
 def _normalise_hint(hint: str) -> str:
     return _normalise_name(hint) if hint.isascii() else hint
+
+
+def name_has_hint(name: str, hints: Iterable[str]) -> bool:
+    """Whether a column name carries one of ``hints`` (whole ASCII tokens; CJK anywhere)."""
+    normalised = _normalise_name(name)
+    return any(_normalise_hint(hint) in normalised for hint in hints)
+
+
+def column_dates(column: pa.ChunkedArray | pa.Array | Sequence[object], parse: Callable[[str], date | None],
+                 positions: Sequence[int] | None = None) -> list[date | None]:
+    """The calendar day of each value (at ``positions``, or every row): Arrow dates and
+    timestamps as they are, text through ``parse`` (a date detector's); None when missing or not
+    a date."""
+    arrow = _as_arrow(column)
+    if arrow is not None:
+        if positions is not None:
+            arrow = arrow.take(pa.array(list(positions), pa.int64()))
+        values: Sequence[object] = arrow.to_pylist()
+    else:
+        values = list(column) if positions is None else [column[i] for i in positions]  # type: ignore[index]
+    out: list[date | None] = []
+    for value in values:
+        if _is_null(value):
+            out.append(None)
+        elif isinstance(value, datetime):
+            out.append(value.date())
+        elif isinstance(value, date):
+            out.append(value)
+        else:
+            out.append(parse(_text(value)))
+    return out
 
 
 def _has_hint(normalised_name: str, detector: Detector) -> bool:
@@ -552,7 +596,8 @@ def detect_column(
         if detector.kind == "numeric":
             numeric_detectors.append(detector)
             continue
-        matches = detector.matches
+        matches = (detector.hint_matches if hinted[detector.name] and detector.hint_matches
+                   else detector.matches)
         matched = sum(1 for text in texts if matches(text))
         if _passes(detector, matched, len(texts), hinted[detector.name]) and \
                 _column_gate(detector, texts):

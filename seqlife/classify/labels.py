@@ -8,12 +8,21 @@ Plain functions on plain data; the rules themselves live in ``data_catalog/polic
 from __future__ import annotations
 
 import csv
+import random
 import zlib
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Mapping, Sequence
 
-from seqlife.classify.detectors import DetectorSet, Finding, best_finding, detect_column
+from seqlife.classify.detectors import (
+    DetectorSet,
+    Finding,
+    best_finding,
+    column_dates,
+    detect_column,
+    name_has_hint,
+)
 from seqlife.exceptions import (
     ClassificationError,
     ClassificationMissing,
@@ -25,7 +34,7 @@ from seqlife.policy import DATA_CATALOG, Policy, load_policy
 REQUIRED_RULES = frozenset({
     "categories", "detector_labels", "unclassified", "genomic_content", "identifying_header_fields",
     "standard_vcf_meta", "special_disease_grade", "tier_by_grade", "confidentiality_by_grade",
-    "important_data", "controls_by_grade", "sample_size"})
+    "important_data", "controls_by_grade", "sample_size", "birth_date"})
 ICD10_REFERENCE = DATA_CATALOG / "reference" / "icd10.csv"
 HEADER_PREFIX_BYTES = 8 << 20  # a header larger than this is refused rather than read unbounded
 
@@ -124,7 +133,71 @@ def label_table(file: str, columns: Mapping[str, Any], detectors: DetectorSet, p
                                 note=f"{special_count} row(s) touch special diseases "
                                      f"({', '.join(groups)}); GB/T 39725 §11.1.2.3")
         labels.append(label)
-    return labels, special_count, groups
+    return refine_birth_dates(columns, labels, detectors, policy), special_count, groups
+
+
+def _length(column: Any) -> int:
+    return len(column)
+
+
+def refine_birth_dates(columns: Mapping[str, Any], labels: Sequence[FieldLabel],
+                       detectors: DetectorSet, policy: Policy) -> list[FieldLabel]:
+    """Tell the birth date apart from event dates (GB/T 39725 Table 6: it becomes an age, not a
+    shifted date): by its name, or by content — it lies years before the row's other dates."""
+    rule = policy["birth_date"]
+    out = list(labels)
+    dated = [i for i, label in enumerate(out) if label.detector == "date"]
+    if not dated:
+        return out
+    hinted = [i for i in dated if name_has_hint(out[i].field, rule["name_hints"])]
+    rows = _length(columns[out[dated[0]].field])
+    positions = sorted(random.Random(0).sample(range(rows), min(rows, int(rule["sample_rows"]))))
+    parse = detectors["date"].parse
+    if parse is None:
+        raise ClassificationError("The date detector has no parser; check classify_detectors.yaml.")
+    values = {i: column_dates(columns[out[i].field], parse, positions) for i in dated}
+    candidates = hinted or _birth_like(values, rule)
+    if not candidates:
+        return out
+
+    def median_day(i: int) -> int:
+        days = sorted(d.toordinal() for d in values[i] if d is not None)
+        return days[len(days) // 2] if days else 0
+
+    chosen = min(candidates, key=median_day)
+    label = policy["detector_labels"]["birth_date"]
+    evidence = "column name" if hinted else "content: years before the row's other dates"
+    out[chosen] = replace(out[chosen], detector="birth_date", identifier=label["identifier"],
+                          category=label["category"], grade=int(label["grade"]),
+                          note=f"birth date by {evidence}; becomes an age (Table 6)")
+    return out
+
+
+def _birth_like(values: Mapping[int, list[date | None]], rule: Mapping[str, Any]) -> list[int]:
+    """Date columns whose values sit 0-120 years before the other dates of the same row."""
+    if len(values) == 1:
+        (only,) = values.values()
+        years = sorted(d.year for d in only if d is not None)
+        if not years:
+            return []
+        spread = years[min(len(years) - 1, int(len(years) * 0.95))] - years[int(len(years) * 0.05)]
+        return list(values) if spread >= int(rule["single_column_min_year_spread"]) else []
+    limit = int(rule["max_age_years"]) * 365.25
+    found = []
+    for i, column in values.items():
+        gaps = []
+        for row, day in enumerate(column):
+            others = [v[row] for j, v in values.items() if j != i and v[row] is not None]
+            if day is not None and others:
+                gaps.append((max(others) - day).days)
+        if not gaps:
+            continue
+        inside = sum(1 for g in gaps if 0 <= g <= limit) / len(gaps)
+        median = sorted(gaps)[len(gaps) // 2]
+        if inside >= float(rule["min_share"]) and \
+                median >= float(rule["min_median_years_before"]) * 365.25:
+            found.append(i)
+    return found
 
 
 class ParquetColumns(Mapping[str, Any]):

@@ -64,9 +64,15 @@ def _render_deidentify(result: dict[str, Any]) -> None:
     where = f"{result['dataset']} v{result['version']}" if "dataset" in result else result.get("out")
     console.print(f"De-identified -> {where} ({result.get('status', 'written')})")
     if kanon:
-        console.print(f"k = {kanon['k_achieved']} (asked {kanon['k']}), levels {kanon['levels']}, "
+        console.print(f"k = {kanon['k_achieved']} (asked {kanon['k']}) over "
+                      f"{', '.join(kanon['quasi_identifiers'])}; levels {kanon['levels']}, "
                       f"{kanon['suppressed']} rows suppressed; prosecutor risk max "
-                      f"{risk.get('prosecutor_max', 0):.3f}; re-identification test "
+                      f"{risk.get('prosecutor_max', 0):.3f}")
+    attacker = report.get("attacker")
+    if attacker:
+        console.print(f"attacker who knows {', '.join(attacker['knows'])}: re-identifies "
+                      f"{attacker['reidentified_share']:.1%} of the raw records (limit "
+                      f"{attacker['limit']:.1%}); re-identification test "
                       f"{'passed' if risk.get('passed') else 'failed'}")
     if result.get("report_key") or result.get("report_path"):
         console.print(f"report: {result.get('report_key') or result.get('report_path')}")

@@ -54,3 +54,17 @@ class ReidentificationRiskTooHigh(DeidentificationError):
         self.metric = metric
         self.value = value
         self.threshold = threshold
+
+
+class UndecidedColumns(DeidentificationError):
+    """Columns the stage cannot decide from the approved classification: it stops (fail closed)
+    and names each column with what a steward must decide. Column names only, never values."""
+
+    def __init__(self, decisions: dict[str, str]) -> None:
+        lines = "; ".join(f"'{column}': {what}" for column, what in decisions.items())
+        super().__init__(
+            f"De-identification stopped: {len(decisions)} column(s) need a steward's decision "
+            f"before anything is released — {lines}. Decide with `seqlife classify approve "
+            "DATASET --override FILE:FIELD=GRADE:IDENTIFIER[:ROLE] --reason ...` (GB/T 39725 "
+            "§10.2; §6.2).", columns=list(decisions))
+        self.decisions = dict(decisions)

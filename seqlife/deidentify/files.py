@@ -1,7 +1,10 @@
 """De-identify one file outside the catalog (`seqlife deidentify table|vcf|bam|fastq IN --out OUT`).
 
-Column roles come from the content detectors (no steward approval here: the output is a working
-copy, not a release); secrets are the project's, so surrogates match the catalog flow's.
+Column roles come from a fresh classification of the file by content (no steward approval here:
+the output is a working copy, not a release), and the same fail-closed rules apply: a column the
+classification cannot place stops the run. Hospital exports are read whatever their encoding
+(UTF-8, GBK/GB18030) or container (CSV, TSV, .xlsx, Parquet); output is always UTF-8. Secrets are
+the project's, so surrogates match the catalog flow's.
 """
 
 from __future__ import annotations
@@ -11,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from seqlife.classify.detectors import best_finding, detect_column, load_detectors
-from seqlife.classify.labels import read_header
+from seqlife.classify.detectors import load_detectors
+from seqlife.classify.labels import label_table, load_classify_policy, read_header
 from seqlife.collect import subject_surrogate, write_parquet
 from seqlife.deidentify import report as reports
 from seqlife.deidentify import sequencing, tables
 from seqlife.deidentify.errors import DeidentificationError
 from seqlife.deidentify.hierarchy import load_hierarchies
+from seqlife.tableio import read_table_file, write_csv_utf8
 
 
 def _write_reports(out: Path, report: dict[str, Any]) -> Path:
@@ -38,30 +40,21 @@ def deidentify_local_file(kind: str, src: Path, out: Path, *, surrogate_secret: 
     report: dict[str, Any] = {"dataset": src.name, "project": project,
                               "source": {"file": src.name, "policy_hash": policy.content_hash}}
     if kind == "table":
-        table = pq.read_table(src) if src.suffix == ".parquet" else pacsv.read_csv(src)
-        detectors = load_detectors()
-        roles = {}
-        for name in table.column_names:
-            finding = best_finding(detect_column(name, table.column(name), detectors))
-            roles[name] = finding.detector if finding else ""
-        populations = tables.load_populations()
+        table = read_table_file(src, src.name)
+        detectors, classify_policy = load_detectors(), load_classify_policy()
+        columns = {name: table.column(name) for name in table.column_names}
+        labels, _, _ = label_table(src.name, columns, detectors, classify_policy, {})
         result = tables.deidentify_table(
-            table.to_pandas(), roles, policy, surrogate_secret=surrogate_secret,
-            shift_secret=shift_secret, populations=populations,
-            hierarchies=tables.quasi_identifier_hierarchies(populations, load_hierarchies()))
+            table.to_pandas(), tables.roles_from_labels(labels), policy,
+            surrogate_secret=surrogate_secret, shift_secret=shift_secret,
+            populations=tables.load_populations(), hierarchies=load_hierarchies(),
+            parse_date=tables.date_parser())
         output = pa.Table.from_pandas(result.table, preserve_index=False)
         if out.suffix == ".csv":
-            pacsv.write_csv(output, out)
+            write_csv_utf8(output, out)
         else:
             write_parquet(output, out)
-        report.update({
-            "table": {**asdict(result.transform), "subjects": len(result.code_index),
-                      "rows_out": len(result.table)},
-            "kanon": {"k": int(policy["k"]), "levels": result.kanon.levels,
-                      "suppressed": result.kanon.suppressed, "k_achieved": result.kanon.k_achieved,
-                      "classes": result.kanon.classes, "info_loss": result.kanon.info_loss},
-            "risk": {**asdict(result.risk), "limits": policy["risk_limits"], "passed": True},
-        })
+        report.update(reports.table_report(result, policy))
     elif kind in ("vcf", "bam", "fastq"):
         with open(src, "rb") as handle:
             header = read_header(handle, kind, src.name)

@@ -7,8 +7,8 @@ lattice search relies on each level being a coarsening of the one below (two val
 i stay equal at level i+1). The builders here guarantee both; a hand-made :class:`Hierarchy` must
 keep them too.
 
-Missing values stay missing at every level: a missing value is a class of its own, and is
-suppressed like any other class smaller than k.
+Missing values stay missing at every level but the top: a missing value is a class of its own,
+and is suppressed like any other class smaller than k; at the top (``*``) it joins everyone.
 
 Builders follow GB/T 39725 Table 6 and §10.2 c: age bands ``<25, 25-29, …, 85-89, >89`` (``>89``
 never subdivided), postcodes with low digits zeroed (100080 -> 100000), dates to year-month or
@@ -38,7 +38,8 @@ SUPPRESSED = "*"
 TABLE6_AGE_EDGES: tuple[int, ...] = tuple(range(25, 95, 5))
 HIERARCHY_STAGE = "deidentify_hierarchies"
 HIERARCHY_FILE = POLICY_DIR / f"{HIERARCHY_STAGE}.yaml"
-REQUIRED_HIERARCHIES = frozenset({"age", "postcode", "date", "county", "sex"})
+REQUIRED_HIERARCHIES = frozenset({"age", "postcode", "date", "area", "sex", "interval", "icd10",
+                                  "suppress"})
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,11 @@ def by_value(mapper: Callable[[pd.Series], Sequence[Any] | pd.Series | np.ndarra
     return level
 
 
-def _suppress_all(values: pd.Series) -> list[str]:
-    return [SUPPRESSED] * len(values)
-
-
-SUPPRESS: Level = by_value(_suppress_all)
+def SUPPRESS(series: pd.Series) -> pd.Series:  # noqa: N802 - a level, named like the others
+    """The top level: every value, missing ones too, is ``*`` — nothing is known of anyone, so a
+    blank and a suppressed value must not form two classes."""
+    return pd.Series([SUPPRESSED] * len(series), index=series.index, name=series.name,
+                     dtype=object)
 
 
 # --- age (Table 6; §10.2 c 2) ---------------------------------------------------------------
@@ -123,7 +124,7 @@ def _band_labels(edges: Sequence[int]) -> Callable[[pd.Series], list[str]]:
     return mapper
 
 
-def age_bands(edges: Sequence[int] = TABLE6_AGE_EDGES) -> Hierarchy:
+def age_bands(edges: Sequence[int] = TABLE6_AGE_EDGES, name: str = "age") -> Hierarchy:
     """Exact age -> bands on ``edges`` -> twice as wide -> four times as wide -> ``*``.
 
     With the Table 6 edges (25, 30, ..., 90): ``<25, 25-29, …, 85-89, >89``, then
@@ -136,10 +137,10 @@ def age_bands(edges: Sequence[int] = TABLE6_AGE_EDGES) -> Hierarchy:
         raise DeidentificationError("age_bands needs at least two band edges.")
     ten, twenty = edges[::-1][::2][::-1], edges[::-1][::4][::-1]
     return Hierarchy(
-        "age",
+        name,
         (_identity, by_value(_band_labels(edges)), by_value(_band_labels(ten)),
          by_value(_band_labels(twenty)), SUPPRESS),
-        ("age", "band", "2 bands", "4 bands", SUPPRESSED),
+        (name, "band", "2 bands", "4 bands", SUPPRESSED),
     )
 
 
@@ -283,14 +284,14 @@ def _validate_spec(name: str, spec: Any, source: str, data_catalog: Path) -> Non
         raise PolicyFileError(
             f"{source}: rule '{name}' has unknown parameter(s) {sorted(unknown)} for type "
             f"'{kind}' (allowed: {sorted(allowed)}).")
-    if kind == "age_bands" and "edges" in spec:
+    if kind in ("age_bands", "bands") and "edges" in spec:
         edges = spec["edges"]
         if (not isinstance(edges, list) or len(edges) < 2
                 or not all(isinstance(e, int) for e in edges)):
             raise PolicyFileError(f"{source}: rule '{name}' edges must be a list of whole years.")
     if kind == "digits_zeroed" and not isinstance(spec.get("width", 6), int):
         raise PolicyFileError(f"{source}: rule '{name}' width must be a whole number.")
-    if kind == "region_tree":
+    if kind in ("region_tree", "icd10_tree"):
         reference = data_catalog / str(spec.get("reference", "reference/regions.csv"))
         if not reference.is_file():
             raise PolicyFileError(
@@ -300,8 +301,8 @@ def _validate_spec(name: str, spec: Any, source: str, data_catalog: Path) -> Non
 
 def _build(name: str, spec: Mapping[str, Any], data_catalog: Path) -> Hierarchy:
     kind = spec["type"]
-    if kind == "age_bands":
-        hierarchy = age_bands(spec.get("edges", TABLE6_AGE_EDGES))
+    if kind in ("age_bands", "bands"):
+        hierarchy = age_bands(spec.get("edges", TABLE6_AGE_EDGES), name)
     elif kind == "digits_zeroed":
         hierarchy = digits_zeroed(int(spec.get("width", 6)))
     elif kind == "date_levels":
@@ -309,6 +310,10 @@ def _build(name: str, spec: Mapping[str, Any], data_catalog: Path) -> Hierarchy:
     elif kind == "region_tree":
         reference = data_catalog / str(spec.get("reference", "reference/regions.csv"))
         hierarchy = region_hierarchy(reference, column=str(spec.get("column", name)))
+    elif kind == "icd10_tree":
+        from seqlife.deidentify.icd10 import icd10_hierarchy, load_icd10_blocks
+
+        hierarchy = icd10_hierarchy(load_icd10_blocks(data_catalog / str(spec["reference"])), name)
     else:  # suppress_only
         hierarchy = suppress_only(name)
     return Hierarchy(name, hierarchy.levels, hierarchy.labels)
@@ -317,6 +322,8 @@ def _build(name: str, spec: Mapping[str, Any], data_catalog: Path) -> Hierarchy:
 #: Hierarchy types a policy file may name, with the parameters each accepts.
 BUILDERS: dict[str, set[str]] = {
     "age_bands": {"edges"},
+    "bands": {"edges"},
+    "icd10_tree": {"reference"},
     "digits_zeroed": {"width"},
     "date_levels": set(),
     "region_tree": {"reference", "column"},

@@ -48,6 +48,40 @@ def allele_frequency_summary(vcf_paths: Sequence[Path], small: int) -> pd.DataFr
     return frame
 
 
+def table_report(result: Any, policy: Any) -> dict[str, Any]:
+    """The table part of a report: transforms, quasi-identifiers, k, attacker model and risk.
+
+    ``result`` is a :class:`seqlife.deidentify.tables.TableResult`; names, counts, levels and
+    shares only."""
+    from dataclasses import asdict
+
+    risk = asdict(result.risk)
+    attacker = result.attacker
+    return {
+        "table": {**asdict(result.transform), "subjects": len(result.code_index),
+                  "rows_out": int(len(result.table)), "withheld_dates": list(result.withheld)},
+        "kanon": {"k": int(policy["k"]), "quasi_identifiers": list(result.kanon.levels),
+                  "levels": result.kanon.levels, "suppressed": result.kanon.suppressed,
+                  "k_achieved": result.kanon.k_achieved, "classes": result.kanon.classes,
+                  "info_loss": result.kanon.info_loss},
+        "attacker": {"knows": list(attacker.knows),
+                     "matched_on": {a: list(c) for a, c in attacker.matched.items()},
+                     "not_in_release": list(attacker.absent),
+                     "dates_shifted": bool(result.transform.shifted),
+                     "reidentified_share": risk["linkage_reidentified"],
+                     "limit": policy["risk_limits"].get("linkage_reidentified"),
+                     "clause": policy.clause("attacker")},
+        "risk": {**risk, "limits": policy["risk_limits"], "passed": True},
+    }
+
+
+def summary_columns(result: Any) -> list[str]:
+    """Columns of the public cohort summary: age, sex and coded diagnosis, by their roles."""
+    wanted = ("age", "sex", "icd10")
+    return [c for c, h in result.transform.quasi_identifiers.items() if h in wanted
+            and c in result.table]
+
+
 def render_json(report: Mapping[str, Any]) -> bytes:
     return json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False, default=str).encode()
 
@@ -67,9 +101,23 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _percent(value: Any) -> str:
+    return f"{float(value):.1%}" if isinstance(value, (int, float)) else "—"
+
+
 def render_html(report: Mapping[str, Any]) -> bytes:
     """A page a steward or committee member reads before approving the release."""
     sections = []
+    attacker = report.get("attacker")
+    if attacker:
+        share, limit = attacker.get("reidentified_share"), attacker.get("limit")
+        sections.append(
+            "<section><h2>Attacker model</h2><p>An attacker who knows a patient's "
+            f"<b>{html.escape(', '.join(attacker.get('knows', [])))}</b> and matches the raw "
+            "records against this release re-identifies "
+            f"<b>{_percent(share)}</b> of them (limit {_percent(limit)}; "
+            f"{html.escape(str(attacker.get('clause', '')))}).</p>"
+            f"<table>{_rows(attacker)}</table></section>")
     for title, key in (("Source and policy", "source"), ("Table transforms", "table"),
                        ("k-anonymity", "kanon"), ("Re-identification test", "risk"),
                        ("Sequencing files", "files"), ("Approval", "approval")):

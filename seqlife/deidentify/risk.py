@@ -14,9 +14,14 @@ value counting as a value):
   ``journalist_max`` equal ``prosecutor_max`` (the conservative choice).
 * **marketer** — the expected share of records an attacker re-identifies by matching everyone:
   (1/n) Σ f/F over classes, i.e. classes / n without a population table.
-* **linkage** — the attack on the raw table: every raw record's quasi-identifiers are generalised
-  exactly as the release was (``raw_generalise``) and matched against the release;
-  ``linkage_reidentified`` is the share of raw records that match exactly one released record.
+* **linkage** — the attack on the raw table: every raw record's attributes the attacker knows
+  (``attack_columns``, the quasi-identifiers by default) are generalised exactly as the release
+  was (``raw_generalise``) and matched against the release. A raw record matching m released
+  records, its own among them, is re-identified with probability 1/m: ``linkage_reidentified`` is
+  the expected share of raw records the attacker re-identifies correctly (the raw and released
+  tables share their row index, which is how the test knows which released row is whose);
+  ``linkage_unique`` is the share of raw records that match exactly one released record, right or
+  wrong.
 
 No metric ever carries a data value; the report holds shares and probabilities only.
 """
@@ -43,7 +48,8 @@ class RiskReport:
     uniqueness: float            # share of records alone in their class
     journalist_max: float        # max 1/F, F = matching people in the population (or the sample)
     marketer: float              # expected share re-identified = (1/n) sum f/F (classes / n)
-    linkage_reidentified: float  # share of raw records matching exactly one released record
+    linkage_reidentified: float  # expected share of raw records correctly re-identified
+    linkage_unique: float        # share of raw records matching exactly one released record
     thresholds: dict             # parameters the report was computed with
 
     def metrics(self) -> dict[str, float]:
@@ -80,7 +86,9 @@ def _joint_keys(frames: Sequence[pd.DataFrame], qis: Sequence[str]) -> list[np.n
 def assess(deidentified: pd.DataFrame, quasi_identifiers: list[str],
            raw: pd.DataFrame | None = None,
            raw_generalise: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
-           population: pd.DataFrame | None = None, threshold_class: int = 5) -> RiskReport:
+           population: pd.DataFrame | None = None, threshold_class: int = 5,
+           attack_columns: Sequence[str] | None = None,
+           attacked: pd.DataFrame | None = None) -> RiskReport:
     """Compute the re-identification metrics of a release.
 
     Args:
@@ -92,11 +100,13 @@ def assess(deidentified: pd.DataFrame, quasi_identifiers: list[str],
         population: a register of the population, quasi-identifiers generalised like the release,
             for the journalist and marketer risks (the release itself when absent).
         threshold_class: classes smaller than this count as at risk (k of the policy).
+        attack_columns: what the attacker matches on in the linkage attack (the
+            quasi-identifiers when None).
+        attacked: the release as the attacker matches it (same rows as ``deidentified``; dates
+            at the precision the attacker knows them); ``deidentified`` when None.
     """
     qis = list(quasi_identifiers)
     frames = [deidentified]
-    if raw is not None:
-        frames.append(raw_generalise(raw) if raw_generalise is not None else raw)
     if population is not None:
         frames.append(population)
     keys = _joint_keys(frames, qis)
@@ -104,11 +114,14 @@ def assess(deidentified: pd.DataFrame, quasi_identifiers: list[str],
     n = len(released)
     thresholds = {"threshold_class": threshold_class,
                   "population": "given" if population is not None else "sample"}
-    linkage = math.nan
+    linkage = unique = math.nan
+    if raw is not None:
+        raw_view = raw_generalise(raw) if raw_generalise is not None else raw
+        linkage, unique = linkage_attack(deidentified if attacked is None else attacked, raw_view,
+                                         list(attack_columns) if attack_columns is not None
+                                         else qis)
     if n == 0:
-        if raw is not None:
-            linkage = 0.0
-        return RiskReport(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, linkage, thresholds)
+        return RiskReport(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, linkage, unique, thresholds)
 
     class_keys, inverse, sizes = np.unique(released, return_inverse=True, return_counts=True)
     per_record = sizes[inverse.reshape(-1)]
@@ -119,12 +132,6 @@ def assess(deidentified: pd.DataFrame, quasi_identifiers: list[str],
         matched = np.where(pop_keys[where] == class_keys, pop_sizes[where], 0)
         # A class cannot be smaller in the population than in the release drawn from it.
         population_sizes = np.maximum(matched, sizes)
-    if raw is not None:
-        raw_keys = keys[1]
-        where = np.searchsorted(class_keys, raw_keys)
-        where = np.minimum(where, len(class_keys) - 1)
-        matched = np.where(class_keys[where] == raw_keys, sizes[where], 0)
-        linkage = float(np.mean(matched == 1)) if len(raw_keys) else 0.0
     return RiskReport(
         prosecutor_max=float(1.0 / per_record.min()),
         prosecutor_avg=float(len(class_keys) / n),
@@ -133,8 +140,30 @@ def assess(deidentified: pd.DataFrame, quasi_identifiers: list[str],
         journalist_max=float(1.0 / population_sizes.min()),
         marketer=float(np.sum(sizes / population_sizes) / n),
         linkage_reidentified=linkage,
+        linkage_unique=unique,
         thresholds=thresholds,
     )
+
+
+def linkage_attack(released: pd.DataFrame, raw: pd.DataFrame, columns: list[str]
+                   ) -> tuple[float, float]:
+    """(expected share of raw records correctly re-identified, share matching exactly one).
+
+    ``raw`` is the raw table with the attacker's attributes generalised as released; its index
+    says which released row (same index label) each raw record became, if it was not suppressed.
+    """
+    if len(raw) == 0:
+        return 0.0, 0.0
+    released_keys, raw_keys = _joint_keys([released, raw], columns)
+    class_keys, sizes = np.unique(released_keys, return_counts=True)
+    if len(class_keys) == 0:
+        return 0.0, 0.0
+    where = np.minimum(np.searchsorted(class_keys, raw_keys), len(class_keys) - 1)
+    matches = np.where(class_keys[where] == raw_keys, sizes[where], 0)
+    position = released.index.get_indexer(raw.index)  # -1: suppressed, not released
+    is_own = (position >= 0) & (released_keys[np.maximum(position, 0)] == raw_keys)
+    expected = np.where(is_own & (matches > 0), 1.0 / np.maximum(matches, 1), 0.0)
+    return float(expected.mean()), float(np.mean(matches == 1))
 
 
 def check(report: RiskReport, limits: Mapping[str, float]) -> None:

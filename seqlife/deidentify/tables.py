@@ -1,7 +1,13 @@
 """De-identify a clinical table: delete direct identifiers, replace the linkage ID by a keyed
 surrogate, turn birth dates into ages, shift every date of a patient by one secret offset, keep
-areas and employers only where they cover enough people, then generalise the quasi-identifiers to
-k >= 5 and test the result for re-identification (GB/T 39725 §10.2, Table 6, App. G; RARE §4.5).
+areas and employers only where they cover enough people, then generalise the quasi-identifiers
+(diagnosis and the intervals date shifting keeps included) to k >= 5 and test the result against
+a stated attacker (GB/T 39725 §10.2, Table 6, App. G, §11.4.2.4; RARE §4.5).
+
+What a column is comes from its role in the approved classification (the detector that recognised
+its content, or the steward's label), never from its name. A column whose role this stage has no
+rule for stops the stage, with every such column named and what the steward must decide: a check
+that did not understand its input never passes.
 """
 
 from __future__ import annotations
@@ -10,23 +16,24 @@ import csv
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
 from seqlife.collect import subject_surrogate
-from seqlife.deidentify.errors import DeidentificationError
-from seqlife.deidentify.hierarchy import Hierarchy
+from seqlife.deidentify.errors import DeidentificationError, UndecidedColumns
+from seqlife.deidentify.hierarchy import SUPPRESSED, Hierarchy
 from seqlife.deidentify.kanon import KAnonResult, anonymise
 from seqlife.deidentify.risk import RiskReport, assess, check
 from seqlife.policy import DATA_CATALOG, Policy, load_policy
 
 REQUIRED_RULES = frozenset({
-    "delete_identifiers", "linkage_identifier", "birth_date", "date_shift", "min_population",
-    "employer_columns", "quasi_identifiers", "k", "max_suppression", "l_diversity", "risk_limits",
-    "small_cells", "vcf_keep_meta", "code_index_role", "approver_role"})
+    "delete_identifiers", "linkage_identifier", "birth_date", "date_shift", "intervals",
+    "min_population", "area", "postcode", "employer", "diagnosis", "quasi_identifiers", "k",
+    "max_suppression", "l_diversity", "attacker", "risk_limits", "small_cells", "vcf_keep_meta",
+    "code_index_role", "approver_role"})
 REFERENCE = DATA_CATALOG / "reference"
 
 
@@ -119,6 +126,181 @@ def keep_employer(name: str | None, populations: Populations, minimum: int) -> s
     return name
 
 
+# --- roles -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnRole:
+    """What the approved classification says a column is: the detector (role) and identifier type."""
+
+    detector: str
+    identifier: str
+
+
+def roles_from_fields(fields: Sequence[Mapping[str, object]], file: str) -> dict[str, ColumnRole]:
+    """Column -> role, from the approved classification's field labels of one table."""
+    return {str(f["field"]): ColumnRole(str(f["detector"] or ""), str(f["identifier"]))
+            for f in fields if f["file"] == file}
+
+
+def roles_from_labels(labels: Sequence[object]) -> dict[str, ColumnRole]:
+    """Column -> role from fresh :class:`~seqlife.classify.labels.FieldLabel` objects (file mode)."""
+    return {str(label.field): ColumnRole(str(label.detector or ""), str(label.identifier))  # type: ignore[attr-defined]
+            for label in labels}
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """What happens to every column, decided from roles before any value is touched."""
+
+    subject: str
+    birth: str | None
+    dates: tuple[str, ...]          # event dates, shifted
+    anchor: str | None              # the earliest event date (by median): intervals start here
+    postcodes: tuple[str, ...]
+    area_from: str | None
+    regions_dropped: tuple[str, ...]
+    employers: tuple[str, ...]
+    sexes: tuple[str, ...]
+    diagnoses: tuple[str, ...]
+    deleted: tuple[str, ...]
+    kept: tuple[str, ...]
+
+
+def plan_columns(df: pd.DataFrame, roles: Mapping[str, ColumnRole], policy: Policy,
+                 populations: Populations) -> ColumnPlan:
+    """Decide every column from its role, or stop naming each column a steward must decide.
+
+    Raises:
+        UndecidedColumns: a column has no role, a quasi-identifier role has no rule, the linkage
+            identifier is missing or ambiguous, or the table about people has no quasi-identifier.
+    """
+    undecided: dict[str, str] = {}
+    delete_roles = set(policy["delete_identifiers"])
+    quasi_roles = set(policy["quasi_identifiers"]["roles"])
+    linkage = policy["linkage_identifier"]["role"]
+    birth_role, date_role = policy["birth_date"]["role"], policy["date_shift"]["role"]
+    buckets: dict[str, list[str]] = {}
+    for column in df.columns:
+        role = roles.get(str(column))
+        if role is None:
+            undecided[column] = ("not in the approved classification (classify this version "
+                                 "again)")
+            continue
+        detector, identifier = role.detector, role.identifier
+        if detector == linkage:
+            bucket = "subject"
+        elif detector in delete_roles or identifier in ("direct", "free_text"):
+            bucket = "deleted"
+        elif detector == birth_role:
+            bucket = "birth"
+        elif detector == date_role:
+            bucket = "dates"
+        elif detector in quasi_roles:
+            bucket = detector
+        elif identifier == "unknown":
+            undecided[column] = ("no detector recognised its content; label it a direct "
+                                 "identifier (deleted), not identifying (kept) or give its role")
+            continue
+        elif identifier == "quasi":
+            undecided[column] = (f"labelled a quasi-identifier, but its role '{detector or '-'}' "
+                                 "has no generalisation rule in deidentify.yaml; give it a role "
+                                 "that has one, or label it a direct identifier")
+            continue
+        else:  # measures, sensitive values the steward kept, columns labelled not identifying
+            bucket = "kept"
+        buckets.setdefault(bucket, []).append(column)
+    subjects = buckets.get("subject", [])
+    if len(subjects) != 1:
+        undecided["(linkage identifier)"] = (
+            f"exactly one column with the role {linkage} must identify the patient, found "
+            f"{len(subjects)}; a steward marks the subject identifier (GB/T 39725 §10.2 f)")
+    births = buckets.get("birth", [])
+    if len(births) > 1:
+        for column in births:
+            undecided[column] = "one of several birth dates; keep one, label the others"
+    if births and not buckets.get("dates"):
+        undecided[births[0]] = ("a birth date with no event date to compute the age at; add the "
+                                "admission date or delete the birth date (label it direct)")
+    if undecided:
+        raise UndecidedColumns(undecided)
+    regions = buckets.get("region", [])
+    area_from = _finest_region(df, regions, populations)
+    dates = tuple(buckets.get("dates", []))
+    plan = ColumnPlan(
+        subject=subjects[0], birth=births[0] if births else None, dates=dates,
+        anchor=_anchor(df, dates), postcodes=tuple(buckets.get("postcode", [])),
+        area_from=area_from, regions_dropped=tuple(r for r in regions if r != area_from),
+        employers=tuple(buckets.get("employer", [])), sexes=tuple(buckets.get("sex", [])),
+        diagnoses=tuple(c for r in policy["diagnosis"]["roles"] for c in buckets.get(r, [])),
+        deleted=tuple(buckets.get("deleted", [])), kept=tuple(buckets.get("kept", [])))
+    if not (plan.birth or len(plan.dates) > 1 or plan.postcodes or plan.area_from
+            or plan.employers or plan.sexes or plan.diagnoses):
+        raise UndecidedColumns({"(quasi-identifiers)": (
+            "the table is about people but no column is a quasi-identifier (sex, age, area, "
+            "postcode, employer, diagnosis, intervals); a re-identification test over nothing "
+            "proves nothing: check the classification of this table")})
+    return plan
+
+
+def _finest_region(df: pd.DataFrame, regions: Sequence[str], populations: Populations
+                   ) -> str | None:
+    """The region column that holds counties (by content): most of its values are counties."""
+    shares = {column: df[column].isin(list(populations.county)).mean() for column in regions}
+    best = max(shares, key=shares.get, default=None)  # type: ignore[arg-type]
+    return best if best is not None and shares[best] > 0.5 else None
+
+
+def _anchor(df: pd.DataFrame, dates: Sequence[str]) -> str | None:
+    """The event date that comes first (by median): admission, usually."""
+    medians = {}
+    for column in dates:
+        days = sorted(v.toordinal() for v in df[column] if isinstance(v, date))
+        if days:
+            medians[column] = days[len(days) // 2]
+    return min(medians, key=medians.get, default=None)  # type: ignore[arg-type]
+
+
+DateParser = Callable[[str], "date | None"]
+
+
+def date_parser() -> DateParser:
+    """The classify stage's date detector as a parser: the formats it recognises are the ones
+    the de-identifier reads (2018-01-01, 2018/1/1, 20180101, 2018年1月1日, with times)."""
+    from seqlife.classify.detectors import load_detectors
+
+    parse = load_detectors()["date"].parse
+    if parse is None:
+        raise DeidentificationError("The date detector has no parser; check classify_detectors.yaml.")
+    return parse
+
+
+def as_dates(series: pd.Series, parse: DateParser, column: str) -> pd.Series:
+    """A column of calendar days (None when empty) from dates, timestamps or date text.
+
+    Raises:
+        DeidentificationError: a non-empty value is not a date (count named, never the value).
+    """
+    out, bad = [], 0
+    for value in series:
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
+            out.append(None)
+        elif isinstance(value, (datetime, pd.Timestamp)):
+            out.append(value.date())
+        elif isinstance(value, date):
+            out.append(value)
+        else:
+            text = str(value).strip()
+            day = parse(text) if text else None
+            bad += bool(text) and day is None
+            out.append(day)
+    if bad:
+        raise DeidentificationError(
+            f"Column '{column}' is labelled a date but {bad} value(s) are not dates in a "
+            "recognised format; correct the source or the label. Nothing was released.")
+    return pd.Series(out, index=series.index, dtype=object)
+
+
 # --- the whole table -------------------------------------------------------------------------
 
 
@@ -130,106 +312,99 @@ class TableTransform:
     surrogate_column: str
     shifted: tuple[str, ...]
     derived_age_from: str | None
+    anchor_date: str | None
+    intervals: Mapping[str, str]           # interval column -> the event date it measures
     area_from: str | None
     generalised_by_population: Mapping[str, int]
+    quasi_identifiers: Mapping[str, str]   # released column -> hierarchy name
     kept: tuple[str, ...]
 
 
-def roles_from_fields(fields: Sequence[Mapping[str, object]], file: str) -> dict[str, str]:
-    """Column -> detector, from the approved classification's field labels of one table."""
-    return {str(f["field"]): str(f["detector"] or "") for f in fields if f["file"] == file}
+def transform_table(df: pd.DataFrame, roles: Mapping[str, ColumnRole], policy: Policy, *,
+                    surrogate_secret: bytes, shift_secret: bytes, populations: Populations,
+                    parse_date: DateParser) -> tuple[pd.DataFrame, pd.DataFrame, TableTransform,
+                                                     dict[str, str]]:
+    """Apply every rule that needs no search.
 
-
-def _finest_region(df: pd.DataFrame, roles: Mapping[str, str], populations: Populations) -> str | None:
-    """The region column that holds counties (by content): the one most of whose values are
-    counties in the population table."""
-    shares = {column: df[column].isin(list(populations.county)).mean()
-              for column, detector in roles.items() if detector == "region" and column in df}
-    best = max(shares, key=shares.get, default=None)  # type: ignore[arg-type]
-    return best if best is not None and shares[best] > 0.5 else None
-
-
-def transform_table(df: pd.DataFrame, roles: Mapping[str, str], policy: Policy, *,
-                    surrogate_secret: bytes, shift_secret: bytes, populations: Populations
-                    ) -> tuple[pd.DataFrame, TableTransform, dict[str, str]]:
-    """Apply every rule that needs no search; return the table, what was done, and the code index
-    (surrogate -> real linkage ID) that the controller keeps."""
-    linkage = policy["linkage_identifier"]
-    subject_columns = [c for c, d in roles.items() if d == linkage["detector"] and c in df]
-    if len(subject_columns) != 1:
-        raise DeidentificationError(
-            f"Expected exactly one linkage column ({linkage['detector']}) in the approved "
-            f"classification, found {len(subject_columns)}; a steward must mark the subject "
-            "identifier before de-identification (GB/T 39725 §10.2 f).")
-    subject = subject_columns[0]
-    keys = df[subject].astype("string")
+    Returns the transformed table, the same table with the dates *not* shifted (what the attacker
+    of the linkage test knows; never released), what was done, and the code index (surrogate ->
+    real linkage ID) that the controller keeps sealed.
+    """
+    plan = plan_columns(df, roles, policy, populations)
+    df = df.copy()
+    for column in (plan.birth, *plan.dates):
+        if column is not None:
+            df[column] = as_dates(df[column], parse_date, column)
+    plan = plan_columns(df, roles, policy, populations)  # the anchor needs parsed dates
+    subject_column = policy["linkage_identifier"]["column"]
+    keys = df[plan.subject].astype("string")
     surrogates = keys.map(lambda key: subject_surrogate(surrogate_secret, key))
     code_index = dict(zip(surrogates, keys))
     if len(set(code_index)) != keys.nunique():
         raise DeidentificationError("Two subjects received the same surrogate; refusing to link.")
     out = pd.DataFrame(index=df.index)
-    out[linkage["column"]] = surrogates
-
-    birth_rule = policy["birth_date"]
-    birth = next((c for c in df.columns if c in birth_rule["columns"]), None)
-    reference = birth_rule["reference"] if birth_rule["reference"] in df else None
-    if birth is not None and reference is not None:
-        out["age"] = [age_at(b, r) for b, r in zip(df[birth], df[reference])]
+    out[subject_column] = surrogates
+    hierarchy_of = policy["quasi_identifiers"]["hierarchies"]
+    qis: dict[str, str] = {}
+    age_column = policy["birth_date"]["column"]
+    if plan.birth is not None and plan.anchor is not None:
+        out[age_column] = [age_at(b, r) for b, r in zip(df[plan.birth], df[plan.anchor])]
+        qis[age_column] = hierarchy_of["age"]
     shift_rule = policy["date_shift"]
     scope = {"per_patient": keys, "per_project": pd.Series(["project"] * len(df), index=df.index)}
     offsets = scope[shift_rule["mode"]].map(
         lambda key: date_offset(shift_secret, key, int(shift_rule["max_days"])))
-    minimum = int(policy["min_population"])
-    deleted, shifted, population_changes, kept = [subject], [], {}, []
-    area_from = _finest_region(df, roles, populations)
-    for column in df.columns:
-        detector = roles.get(column, "")
-        if column == subject:
+    unshifted = out.copy()
+    for column in plan.dates:
+        out[column] = [shift_date(v, d) for v, d in zip(df[column], offsets)]
+        unshifted[column] = df[column]
+    intervals: dict[str, str] = {}
+    for column in plan.dates:
+        if column == plan.anchor:
             continue
-        if column == birth or detector in policy["delete_identifiers"]:
-            deleted.append(column)
-        elif detector == "date":
-            out[column] = [shift_date(v, d) for v, d in zip(df[column], offsets)]
-            shifted.append(column)
-        elif detector == "postcode":
-            out[column] = df[column].map(lambda v: generalise_postcode(v, populations, minimum))
-            population_changes[column] = int((out[column].astype("string") !=
-                                              df[column].astype("string")).sum())
-        elif column == area_from:
-            out["area"] = df[column].map(lambda v: generalise_area(v, populations, minimum))
-            population_changes["area"] = int((out["area"] != df[column]).sum())
-        elif detector == "region":
-            deleted.append(column)  # province/city follow from area; kept once, in `area`
-        elif column in policy["employer_columns"]:
-            out[column] = df[column].map(lambda v: keep_employer(v, populations, minimum))
-            population_changes[column] = int(out[column].isna().sum() - df[column].isna().sum())
-            kept.append(column)
-        else:
-            out[column] = df[column]
-            kept.append(column)
-    transform = TableTransform(tuple(deleted), linkage["column"], tuple(shifted),
-                               birth if "age" in out else None, area_from, population_changes,
-                               tuple(kept))
-    return out, transform, code_index
+        name = f"{column}{policy['intervals']['suffix']}"
+        days = [None if a is None or b is None else (b - a).days
+                for a, b in zip(df[plan.anchor], df[column])]
+        out[name] = unshifted[name] = pd.array(days, dtype="Int64")
+        intervals[name] = column
+        qis[name] = hierarchy_of["intervals"]
+    minimum = int(policy["min_population"])
+    changed: dict[str, int] = {}
+    for column in plan.postcodes:
+        out[column] = df[column].map(lambda v: generalise_postcode(v, populations, minimum))
+        changed[column] = int((out[column].astype("string") != df[column].astype("string")).sum())
+        qis[column] = hierarchy_of["postcode"]
+    if plan.area_from is not None:
+        area = policy["area"]["column"]
+        out[area] = df[plan.area_from].map(lambda v: generalise_area(v, populations, minimum))
+        changed[area] = int((out[area] != df[plan.area_from]).sum())
+        qis[area] = hierarchy_of["region"]
+    for column in plan.employers:
+        out[column] = df[column].map(lambda v: keep_employer(v, populations, minimum))
+        changed[column] = int(out[column].isna().sum() - df[column].isna().sum())
+        qis[column] = hierarchy_of["employer"]
+    for column in plan.sexes:
+        out[column] = df[column]
+        qis[column] = hierarchy_of["sex"]
+    for column in plan.diagnoses:
+        out[column] = df[column]
+        qis[column] = hierarchy_of[roles[column].detector]
+    for column in plan.kept:
+        out[column] = df[column]
+    for column in out.columns:
+        if column not in unshifted:
+            unshifted[column] = out[column]
+    deleted = (plan.subject, *plan.deleted, *((plan.birth,) if plan.birth else ()),
+               *plan.regions_dropped, *((plan.area_from,) if plan.area_from else ()))
+    transform = TableTransform(
+        deleted=tuple(deleted), surrogate_column=subject_column, shifted=plan.dates,
+        derived_age_from=plan.birth if age_column in out else None, anchor_date=plan.anchor,
+        intervals=intervals, area_from=plan.area_from, generalised_by_population=changed,
+        quasi_identifiers=qis, kept=plan.kept)
+    return out, unshifted[out.columns], transform, code_index
 
 
 # --- k-anonymity and the re-identification test -----------------------------------------------
-
-
-def quasi_identifier_hierarchies(populations: Populations, loaded: Mapping[str, Hierarchy]
-                                 ) -> dict[str, Hierarchy]:
-    """Hierarchies for the released quasi-identifiers: age bands, sex, postcode digits, and the
-    area tree county -> city -> province -> * built from the population table."""
-    to_city = {**populations.county_city, **{c: c for c in populations.city}}
-    to_province = {**{k: populations.city_province.get(v, "*") for k, v in to_city.items()},
-                   **{p: p for p in populations.city_province.values()}}
-    area = Hierarchy("area", (
-        lambda s: s,
-        lambda s: s.map(lambda v: to_city.get(v, "*") if isinstance(v, str) else v),
-        lambda s: s.map(lambda v: to_province.get(v, "*") if isinstance(v, str) else v),
-        lambda s: s.map(lambda v: "*" if isinstance(v, str) else v),
-    ))
-    return {"age": loaded["age"], "sex": loaded["sex"], "postcode": loaded["postcode"], "area": area}
 
 
 def apply_levels(df: pd.DataFrame, hierarchies: Mapping[str, Hierarchy],
@@ -242,31 +417,129 @@ def apply_levels(df: pd.DataFrame, hierarchies: Mapping[str, Hierarchy],
 
 
 @dataclass(frozen=True)
+class AttackerModel:
+    """Who the re-identification test assumes: what they know, and how each maps to the release."""
+
+    knows: tuple[str, ...]
+    matched: Mapping[str, tuple[str, ...]]   # attribute -> released columns it is matched on
+    absent: tuple[str, ...]                  # attributes the release does not carry
+    month_of: str | None                     # the anchor date, matched at month level
+
+
+def attacker_model(policy: Policy, transform: TableTransform, roles: Mapping[str, ColumnRole],
+                   columns: Sequence[str]) -> AttackerModel:
+    """Map the policy's attacker knowledge onto the released columns."""
+    qis = transform.quasi_identifiers
+    by_role: dict[str, list[str]] = {}
+    for column in qis:
+        role = roles.get(column)
+        by_role.setdefault(role.detector if role else column, []).append(column)
+    area = policy["area"]["column"]
+    sources = {
+        "sex": by_role.get("sex", []),
+        "age": [c for c in (policy["birth_date"]["column"],) if c in qis],
+        "area": [c for c in qis if c == area or (roles.get(c) and roles[c].detector == "postcode")],
+        "diagnosis": [c for r in policy["diagnosis"]["roles"] for c in by_role.get(r, [])],
+        "admission_month": [transform.anchor_date] if transform.anchor_date in columns else [],
+        "length_of_stay": [c for c in transform.intervals if c in columns],
+        "employer": by_role.get("employer", []),
+    }
+    knows = tuple(policy["attacker"]["knows"])
+    unknown = [a for a in knows if a not in sources]
+    if unknown:
+        raise DeidentificationError(
+            f"The attacker model names attribute(s) {unknown} this stage cannot map to columns "
+            f"(known: {sorted(sources)}); fix attacker.knows in deidentify.yaml.")
+    matched = {a: tuple(sources[a]) for a in knows if sources[a]}
+    return AttackerModel(knows, matched, tuple(a for a in knows if not sources[a]),
+                         transform.anchor_date if "admission_month" in matched else None)
+
+
+@dataclass(frozen=True)
 class TableResult:
     table: pd.DataFrame
     transform: TableTransform
     code_index: Mapping[str, str] = field(repr=False)
     kanon: KAnonResult = field(repr=False)
     risk: RiskReport = field(repr=False)
+    attacker: AttackerModel = field(repr=False)
+    withheld: tuple[str, ...] = ()   # event dates withheld because their interval was banded
+    shifts: Mapping[str, pd.Series] = field(default_factory=dict, repr=False)
 
 
-def deidentify_table(df: pd.DataFrame, roles: Mapping[str, str], policy: Policy, *,
+def deidentify_table(df: pd.DataFrame, roles: Mapping[str, ColumnRole], policy: Policy, *,
                      surrogate_secret: bytes, shift_secret: bytes, populations: Populations,
-                     hierarchies: Mapping[str, Hierarchy]) -> TableResult:
-    """Every rule in order; raises if k >= 5 cannot be reached within the suppression budget or if
-    the re-identification test fails. Nothing partial is returned."""
-    transformed, transform, code_index = transform_table(
+                     hierarchies: Mapping[str, Hierarchy], parse_date: DateParser) -> TableResult:
+    """Every rule in order; raises if a column is undecided, if k cannot be reached within the
+    suppression budget, or if the re-identification test fails. Nothing partial is returned."""
+    transformed, unshifted, transform, code_index = transform_table(
         df, roles, policy, surrogate_secret=surrogate_secret, shift_secret=shift_secret,
-        populations=populations)
-    qis = [q for q in policy["quasi_identifiers"] if q in transformed]
+        populations=populations, parse_date=parse_date)
+    qi_hierarchy = dict(transform.quasi_identifiers)
+    qis = list(qi_hierarchy)
     diversity = policy["l_diversity"]
-    use_l = int(diversity["l"]) > 1 and diversity["column"] in transformed
-    result = anonymise(transformed, qis, {q: hierarchies[q] for q in qis}, k=int(policy["k"]),
+    sensitive = [c for c in transformed if roles.get(c) and roles[c].detector == diversity["role"]]
+    use_l = int(diversity["l"]) > 1 and bool(sensitive)
+    if use_l and sensitive[0] in qi_hierarchy:
+        raise DeidentificationError(
+            f"l-diversity is asked on '{sensitive[0]}', which is also a quasi-identifier; remove "
+            "its role from quasi_identifiers.roles or set l to 1 (deidentify.yaml).")
+    chosen = {q: _named(hierarchies, h, q) for q, h in qi_hierarchy.items()}
+    result = anonymise(transformed, qis, chosen, k=int(policy["k"]),
                        max_suppression=float(policy["max_suppression"]),
-                       sensitive=diversity["column"] if use_l else None,
+                       sensitive=sensitive[0] if use_l else None,
                        l=int(diversity["l"]) if use_l else None)
-    report = assess(result.table, qis, raw=transformed,
-                    raw_generalise=lambda raw: apply_levels(raw, hierarchies, result.levels),
-                    threshold_class=int(policy["k"]))
+    withheld = tuple(transform.intervals[q] for q in transform.intervals if result.levels[q] > 0)
+    released = result.table.drop(columns=list(withheld))
+    _check_small_cells(released, [q for q in qis if roles.get(q) and
+                                  roles[q].detector in policy["diagnosis"]["roles"]],
+                       int(policy["small_cells"]))
+    attacker = attacker_model(policy, transform, roles, list(released.columns))
+    attack = [c for cols in attacker.matched.values() for c in cols]
+    month = attacker.month_of
+
+    def as_attacker_sees(frame: pd.DataFrame) -> pd.DataFrame:
+        out = frame[attack].copy()
+        if month is not None:  # the attacker knows the month: the date hierarchy's level 1
+            out[month] = _named(hierarchies, "date", month).apply(out[month], 1)
+        return out
+
+    levels = {q: lv for q, lv in result.levels.items() if q in attack}
+    report = assess(released, qis, raw=as_attacker_sees(apply_levels(unshifted, chosen, levels)),
+                    threshold_class=int(policy["k"]), attack_columns=attack,
+                    attacked=as_attacker_sees(released))
     check(report, policy["risk_limits"])
-    return TableResult(result.table, transform, code_index, result, report)
+    shifts = {}
+    for column in transform.shifted:
+        if column in released:
+            before = unshifted.loc[released.index, column]
+            shifts[column] = pd.Series([None if a is None or b is None else (b - a).days
+                                        for a, b in zip(before, released[column])],
+                                       index=released.index, dtype="Int64")
+    return TableResult(released, transform, code_index, result, report, attacker, withheld,
+                       shifts)
+
+
+def _named(hierarchies: Mapping[str, Hierarchy], name: str, column: str) -> Hierarchy:
+    if name not in hierarchies:
+        raise DeidentificationError(
+            f"No generalisation hierarchy '{name}' for quasi-identifier '{column}'; add it to "
+            "deidentify_hierarchies.yaml.")
+    return Hierarchy(column, hierarchies[name].levels, hierarchies[name].labels)
+
+
+def _check_small_cells(released: pd.DataFrame, diagnoses: Sequence[str], minimum: int) -> None:
+    """GB/T 39725 §11.4.2.4: no diagnosis value of a row-level release held by fewer people."""
+    for column in diagnoses:
+        counts = released[column][released[column] != SUPPRESSED].value_counts(dropna=True)
+        small = int((counts < minimum).sum())
+        if small:
+            raise DeidentificationError(
+                f"{small} value(s) of diagnosis column '{column}' are held by fewer than "
+                f"{minimum} people in the release (GB/T 39725 §11.4.2.4); generalise further.")
+
+
+def released_quasi_identifiers(result: TableResult) -> list[str]:
+    """The quasi-identifier columns the release carries (what the quality gate checks k over)."""
+    return [q for q in result.transform.quasi_identifiers if q in result.table]
+

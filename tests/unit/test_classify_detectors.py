@@ -262,7 +262,7 @@ def test_findings_are_ordered_by_confidence_then_specificity() -> None:
     ties = [Finding("free_text", 1, 1, 1.0, 0.5, False), Finding("mobile", 1, 1, 1.0, 0.5, False)]
     assert best_finding(ties).detector == "mobile"
     assert best_finding([]) is None
-    assert DETECTOR_NAMES == set(SPECIFICITY) and len(SPECIFICITY) == 15
+    assert DETECTOR_NAMES == set(SPECIFICITY) and len(SPECIFICITY) == 18
 
 
 @pytest.mark.parametrize("column", [[], [None, None], pa.array([None, None]), ["  ", ""],

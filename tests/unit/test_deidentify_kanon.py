@@ -111,10 +111,14 @@ def test_date_levels_day_month_year_suppressed(value) -> None:
     assert h.apply(series, 0).iloc[0] == value
 
 
-def test_missing_values_stay_missing_at_every_level() -> None:
+def test_missing_values_stay_missing_below_the_top_and_join_everyone_at_it() -> None:
+    """A blank stays a class of its own until the top level, where nothing is known of anyone:
+    a blank and a '*' there would otherwise be two classes (one possibly below k)."""
     for h in hierarchies().values():
-        out = h.apply(pd.Series([None, None], dtype=object), h.height)
-        assert out.isna().all()
+        for level in range(h.height):
+            assert h.apply(pd.Series([None, None], dtype=object), level).isna().all()
+        top = h.apply(pd.Series([None, "x"], dtype=object), h.height)
+        assert top.tolist() == ["*", "*"]
 
 
 def test_region_tree_climbs_county_city_province() -> None:
@@ -134,7 +138,8 @@ def test_categorical_tree_refuses_levels_that_do_not_nest() -> None:
 def test_load_hierarchies_reads_the_shipped_policy() -> None:
     loaded = load_hierarchies()
     assert {name: h.height for name, h in loaded.items()} == {
-        "age": 4, "postcode": 6, "date": 3, "county": 3, "sex": 1}
+        "age": 4, "postcode": 6, "date": 3, "area": 3, "sex": 1, "interval": 4, "icd10": 4,
+        "suppress": 1}
     assert loaded["age"].apply(pd.Series([38]), 1).iloc[0] == "35-39"
 
 
@@ -144,10 +149,11 @@ def test_load_hierarchies_refuses_an_unknown_type_naming_file_and_rule(tmp_path:
     policies, reference = tmp_path / "policies", tmp_path / "reference"
     policies.mkdir()
     reference.mkdir()
-    regions = DATA_CATALOG / "reference" / "regions.csv"
-    (reference / "regions.csv").write_bytes(regions.read_bytes())
+    for name in ("regions.csv", "icd10_blocks.csv"):
+        (reference / name).write_bytes((DATA_CATALOG / "reference" / name).read_bytes())
     (policies / "deidentify_hierarchies.yaml").write_text(text, encoding="utf-8")
-    with pytest.raises(PolicyFileError, match="rule 'sex' has unknown hierarchy type 'blur'"):
+    with pytest.raises(PolicyFileError,
+                       match="rule '(sex|suppress)' has unknown hierarchy type 'blur'"):
         load_hierarchies(policies / "deidentify_hierarchies.yaml")
 
 
@@ -285,12 +291,24 @@ def test_journalist_risk_uses_the_population_class_sizes() -> None:
 
 
 def test_linkage_attack_finds_the_unique_raw_record() -> None:
-    """RARE §4.5: the raw record alone in its generalised class is re-linked."""
+    """RARE §4.5: the raw record alone in its generalised class is re-linked for sure; one in a
+    class of m released records with probability 1/m (expected share (1 + 2/2 + 5/5) / 8)."""
     raw = pd.DataFrame({"age": [22, 26, 27, 30, 31, 32, 33, 34], "sex": ["F"] * 8})
     h = age_bands()
     report = assess(classes_1_2_5(), ["age", "sex"], raw=raw,
                     raw_generalise=lambda r: r.assign(age=h.apply(r["age"], 1)))
-    assert report.linkage_reidentified == pytest.approx(1 / 8)
+    assert report.linkage_unique == pytest.approx(1 / 8)
+    assert report.linkage_reidentified == pytest.approx(3 / 8)
+
+
+def test_linkage_attack_counts_only_the_right_record() -> None:
+    """A raw record whose own row was suppressed, or that matches a stranger's row, is not
+    re-identified (the expected share counts correct re-links only)."""
+    released = pd.DataFrame({"age": ["<25", "25-29"], "sex": ["F", "F"]}, index=[0, 1])
+    raw = pd.DataFrame({"age": ["25-29", "<25", "<25"], "sex": ["F", "F", "F"]}, index=[0, 1, 2])
+    report = assess(released, ["age", "sex"], raw=raw)
+    assert report.linkage_reidentified == 0.0
+    assert report.linkage_unique == 1.0
 
 
 def test_anonymised_output_passes_the_reidentification_test() -> None:
@@ -300,8 +318,8 @@ def test_anonymised_output_passes_the_reidentification_test() -> None:
     result = anonymise(df, QIS, hs, k=5)
     report = assess(result.table, QIS, raw=df, raw_generalise=lambda raw: raw.assign(
         **{q: hs[q].apply(raw[q], lv) for q, lv in result.levels.items()}))
-    check(report, {"prosecutor_max": 0.2, "uniqueness": 0.0, "linkage_reidentified": 0.0})
-    assert report.prosecutor_max <= 0.2 and report.linkage_reidentified == 0.0
+    check(report, {"prosecutor_max": 0.2, "uniqueness": 0.0, "linkage_reidentified": 0.2})
+    assert report.prosecutor_max <= 0.2 and report.linkage_unique == 0.0
 
 
 def test_check_raises_naming_the_first_metric_over_its_limit() -> None:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from seqlife.classify.labels import load_classify_policy
 from seqlife.collect import subject_surrogate
 from seqlife.deidentify import tables
 from seqlife.deidentify.errors import DeidentificationError
@@ -89,7 +90,15 @@ def test_small_employer_is_blanked() -> None:
     assert tables.keep_employer(small, POP, 20000) is None
 
 
-def _frame() -> tuple[pd.DataFrame, dict[str, str]]:
+LABELS = load_classify_policy()["detector_labels"]
+
+
+def role(detector: str) -> tables.ColumnRole:
+    """A column's role as an approved classification gives it (identifier type from policy)."""
+    return tables.ColumnRole(detector, LABELS[detector]["identifier"])
+
+
+def _frame() -> tuple[pd.DataFrame, dict[str, tables.ColumnRole]]:
     county = next(c for c, p in POP.county.items() if p >= 20000)
     df = pd.DataFrame({
         "mrn": ["MR00000001", "MR00000002"], "name": ["张三", "李四"],
@@ -98,34 +107,43 @@ def _frame() -> tuple[pd.DataFrame, dict[str, str]]:
         "discharge_date": [date(2018, 4, 1), date(2019, 3, 5)],
         "county": [county, county], "postcode": ["100080", "100080"], "lab": [1.0, 2.0],
     })
-    roles = {"mrn": "medical_record_no", "name": "person_name", "birth_date": "date",
-             "admission_date": "date", "discharge_date": "date", "county": "region",
-             "postcode": "postcode", "lab": "numeric_measure"}
+    roles = {"mrn": role("medical_record_no"), "name": role("person_name"),
+             "birth_date": role("birth_date"), "admission_date": role("date"),
+             "discharge_date": role("date"), "county": role("region"),
+             "postcode": role("postcode"), "lab": role("numeric_measure")}
     return df, roles
+
+
+def _transform(df, roles):
+    return tables.transform_table(df, roles, POLICY, surrogate_secret=b"a" * 32,
+                                  shift_secret=b"b" * 32, populations=POP,
+                                  parse_date=tables.date_parser())
 
 
 def test_transform_deletes_identifiers_links_by_surrogate_and_shifts_dates() -> None:
     """GB/T 39725 §10.2 a, d, f; Table 6."""
     df, roles = _frame()
-    out, done, index = tables.transform_table(df, roles, POLICY, surrogate_secret=b"a" * 32,
-                                              shift_secret=b"b" * 32, populations=POP)
+    out, unshifted, done, index = _transform(df, roles)
     assert "name" not in out and "mrn" not in out and "birth_date" not in out
     assert list(out["age"]) == [38, 28]
     assert set(index.values()) == {"MR00000001", "MR00000002"}
     assert set(index) == set(out["subject"])
     stays = [(d - a).days for a, d in zip(out["admission_date"], out["discharge_date"])]
     assert stays == [90, 4]  # length of stay unchanged
+    assert list(out["discharge_date_days"]) == [90, 4]  # and a quasi-identifier of its own
+    assert done.quasi_identifiers["discharge_date_days"] == "interval"
     assert out["admission_date"].iloc[0] != date(2018, 1, 1)
+    assert unshifted["admission_date"].iloc[0] == date(2018, 1, 1)  # the attacker's view
     assert "area" in out and "county" not in out and done.area_from == "county"
     assert "name" in done.deleted and "admission_date" in done.shifted
+    assert done.anchor_date == "admission_date"
 
 
 def test_transform_needs_exactly_one_linkage_column() -> None:
     df, roles = _frame()
-    roles["mrn"] = "person_name"
-    with pytest.raises(DeidentificationError, match="linkage column"):
-        tables.transform_table(df, roles, POLICY, surrogate_secret=b"a" * 32,
-                               shift_secret=b"b" * 32, populations=POP)
+    roles["mrn"] = role("person_name")
+    with pytest.raises(DeidentificationError, match="exactly one column with the role"):
+        _transform(df, roles)
 
 
 def test_summaries_suppress_small_cells(tmp_path) -> None:

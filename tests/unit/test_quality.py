@@ -67,12 +67,18 @@ def test_policy_loads_with_every_rule_and_a_clause(policy) -> None:
     assert policy.clause("unexpected_value_masking") == "GB/T 39725 §10.2 a"
 
 
-def test_policy_k_and_quasi_identifiers_agree_with_the_deidentify_stage(policy) -> None:
-    """GB/T 39725 §10.2 e: the gate checks the k the de-identification promised, on its QIs."""
-    with open(POLICY_DIR / "deidentify.yaml", encoding="utf-8") as handle:
-        deidentify = yaml.safe_load(handle)["rules"]
-    assert policy["deidentified_k"] == deidentify["k"]["value"]
-    assert policy["deidentified_quasi_identifiers"] == deidentify["quasi_identifiers"]["value"]
+def test_gate_k_is_the_deidentify_policy_k(policy, monkeypatch) -> None:
+    """GB/T 39725 §10.2 e: the gate enforces the k the de-identification policy sets (one
+    source): changing it there changes what the gate demands."""
+    from seqlife.deidentify import tables
+
+    table = pd.DataFrame({"subject": ["a", "b"]})
+    assert prepare_deidentified(table, policy).attrs["k"] == tables.load_deidentify_policy()["k"]
+    real = tables.load_deidentify_policy()
+    mutated = type(real)(real.stage, real.version, {**real.rules, "k": type(real.rules["k"])(
+        9, real.clause("k"))}, real.content_hash, real.source)
+    monkeypatch.setattr(tables, "load_deidentify_policy", lambda: mutated)
+    assert prepare_deidentified(table, policy).attrs["k"] == 9
 
 
 def _policy_dir_with(tmp_path: Path, rule: str, value: object) -> Path:
@@ -95,7 +101,7 @@ def _policy_dir_with(tmp_path: Path, rule: str, value: object) -> Path:
     ("deidentified_no_identifiers", ["person_name"], "not a regex detector"),
     ("suites", ["clinical", "imaging"], "must list suites"),
     ("result_format", "BOOLEAN_ONLY", "SUMMARY or COMPLETE"),
-    ("deidentified_k", 0, "whole number >= 1"),
+    ("deidentified_quasi_identifiers", ["age", "sex"], "needs exactly 'attribute'"),
 ])
 def test_when_a_policy_value_is_unusable_then_loading_names_file_and_rule(
         tmp_path: Path, rule: str, value: object, message: str) -> None:
@@ -248,17 +254,18 @@ def test_when_a_vcf_is_unreadable_then_quality_error(tmp_path: Path) -> None:
 # --- date-shift consistency (§10.2 c 3) ----------------------------------------------------------
 
 
-def test_prepare_deidentified_adds_shifted_and_original_stays(policy) -> None:
-    table = pd.DataFrame({"subject": ["aa", "bb", "cc"],
-                          "admission_date": ["2020-01-01", "2020-02-01", None],
-                          "discharge_date": ["2020-01-04", "2020-02-11", "2020-03-01"]})
-    prepared = prepare_deidentified(table, policy, {"aa": 3, "bb": 7})
-    assert prepared["_stay_days"].tolist()[:2] == [3.0, 10.0]
-    assert pd.isna(prepared["_stay_days"][2])
-    assert prepared["_original_stay_days"].tolist()[:2] == [3.0, 7.0]
-    assert "_stay_days" not in table  # the input is not changed
-    assert "_original_stay_days" not in prepare_deidentified(table, policy)
-    assert prepare_deidentified(table[["subject"]], policy).columns.tolist() == ["subject"]
+def test_prepare_deidentified_adds_each_dates_shift_and_the_subjects_shift(policy) -> None:
+    """GB/T 39725 §10.2 c 3: every date of a subject moves by the subject's one offset; the gate
+    gets each date's shift (never the original dates) and the subject's first shift."""
+    table = pd.DataFrame({"subject": ["aa", "aa", "bb"], "d1": [1, 2, 3]}, index=[10, 11, 12])
+    shifts = {"d1": pd.Series([5, 5, -3], index=[10, 11, 12]),
+              "d2": pd.Series([None, 7, -3], index=[10, 11, 12], dtype="Int64")}
+    prepared = prepare_deidentified(table, policy, shifts)
+    assert prepared["_shift_days__d1"].tolist() == [5.0, 5.0, -3.0]
+    assert prepared["_shift_days__d2"].tolist()[1:] == [7.0, -3.0]
+    assert prepared["_subject_shift_days"].tolist() == [5.0, 5.0, -3.0]
+    assert "_subject_shift_days" not in table  # the input is not changed
+    assert "_subject_shift_days" not in prepare_deidentified(table, policy)
 
 
 # --- summaries and masking (§10.2 a) -------------------------------------------------------------
