@@ -27,14 +27,16 @@ from tasks.lineage import stage_of_run
 
 
 def run_collect(res: Resources, source: str, dataset: str, scenario: str, owner: str,
-                run_id: str) -> t.Registered:
+                run_id: str, column_map: str | None = None, accept_map: bool = False
+                ) -> t.Registered:
     """The collect steps in order; shared by the flow and by callers that hold resources."""
     policy = load_collect_policy()
     obj = f"dataset:{dataset}"
     res.audit.append("collect.start", obj, "started", reason=f"scenario={scenario}",
                      policy_hash=policy.content_hash)
     try:
-        delivery = t.read_delivery(source, policy)
+        delivery = t.read_delivery(source, policy, str(res.settings.home / "maps"), column_map,
+                                   accept_map)
         plan = t.plan_collection(delivery, scenario, policy)
         checks = [check for batch in t.check_sequencing_files.map(
             unmapped(str(delivery.source)), batches(plan.files), unmapped(policy)).result()
@@ -55,6 +57,8 @@ def run_collect(res: Resources, source: str, dataset: str, scenario: str, owner:
             if registered.created:
                 res.store.put_bytes(f"{policy['raw_zone']}/{dataset}/_quality/"
                                     f"v{registered.version}.html", report.encode())
+                res.store.put_bytes(f"{policy['raw_zone']}/{dataset}/_maps/"
+                                    f"v{registered.version}.yaml", delivery.column_map.render())
             stage, files = stage_of_run(
                 "collect", dataset, registered.version,
                 {t.dataset_path(check, planned): (check.sha256, path)
@@ -68,6 +72,14 @@ def run_collect(res: Resources, source: str, dataset: str, scenario: str, owner:
     for code in registered.excluded_subjects:
         res.audit.append("collect.exclude", f"subject:{code}", "excluded",
                          reason="consent withdrawn (RARE §4.9)", policy_hash=policy.content_hash)
+    if registered.created:
+        renamed = sum(1 for a, b in delivery.column_map.columns.items() if a != b)
+        res.audit.append("collect.map", f"{obj}@v{registered.version}", "ok",
+                         after_digest=delivery.column_map.digest,
+                         reason=f"clinical columns: {renamed} mapped onto the schema by a "
+                                f"steward-approved map" if renamed else
+                                "clinical columns carry the schema's names",
+                         policy_hash=policy.content_hash)
     res.audit.append("collect.register" if registered.created else "collect.unchanged",
                      f"{obj}@v{registered.version}", "ok", after_digest=registered.manifest_sha256,
                      reason=f"{registered.files} files, {registered.total_bytes} bytes",
@@ -76,7 +88,8 @@ def run_collect(res: Resources, source: str, dataset: str, scenario: str, owner:
 
 
 @flow(name="collect", log_prints=False)
-def collect_flow(source: str, dataset: str, scenario: str = "research", owner: str = "") -> dict:
+def collect_flow(source: str, dataset: str, scenario: str = "research", owner: str = "",
+                 column_map: str | None = None, accept_map: bool = False) -> dict:
     """Ingest a delivery directory (as ``seqlife synth`` lays it out) as a raw dataset version.
 
     Args:
@@ -84,13 +97,16 @@ def collect_flow(source: str, dataset: str, scenario: str = "research", owner: s
         dataset: catalog name of the dataset.
         scenario: the use the subjects' consent must cover (policy collect.scenario_scopes).
         owner: the named owner of the dataset (GB/T 39725 §11.3.4.4 c).
+        column_map: a steward's map of the clinical table's own columns onto the schema.
+        accept_map: the steward accepts the map proposed from the columns' content.
     Returns:
         A summary: dataset, version, whether a new version was created, counts and digests.
     """
     settings = Settings.from_env()
     res = build_resources(settings)
     registered = run_collect(res, str(Path(source).resolve()), dataset, scenario,
-                             owner or settings.actor, str(flow_run.id or ""))
+                             owner or settings.actor, str(flow_run.id or ""),
+                             str(Path(column_map).resolve()) if column_map else None, accept_map)
     return asdict(registered)
 
 

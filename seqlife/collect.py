@@ -12,16 +12,15 @@ import gzip
 import hashlib
 import hmac
 import json
-import re
+import math
 import zlib
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, Mapping
+from typing import BinaryIO, Callable, Iterable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pysam
 import yaml
@@ -35,6 +34,7 @@ from seqlife.exceptions import (
     UnknownFormat,
 )
 from seqlife.policy import DATA_CATALOG, Policy, load_policy
+from seqlife.tableio import read_table_file
 
 REQUIRED_RULES = frozenset(
     {"scenario_scopes", "on_withdrawn", "sequencing_formats", "tables", "raw_zone", "checksum",
@@ -264,6 +264,10 @@ class TableSchema:
     name: str
     types: Mapping[str, pa.DataType]
     required: frozenset[str]
+    #: canonical column -> the classify detector whose content fills it (None: a measure)
+    roles: Mapping[str, str | None] = field(default_factory=dict)
+    #: canonical column -> {delivered code (case-insensitive) -> our code}
+    values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def arrow_schema(self) -> pa.Schema:
@@ -277,28 +281,25 @@ def load_schema(name: str, schema_dir: Path = SCHEMA_DIR) -> TableSchema:
         name=document["name"],
         types={c["name"]: _ARROW_TYPES[c["type"]] for c in columns},
         required=frozenset(c["name"] for c in columns if c["required"]),
+        roles={c["name"]: c.get("role") for c in columns},
+        values={c["name"]: {str(k).casefold(): str(v) for k, v in c["values"].items()}
+                for c in columns if c.get("values")},
     )
 
 
-def read_table(path: Path, schema: TableSchema, label: str) -> pa.Table:
-    """Read a CSV or Parquet table strictly against its declared schema; errors name columns only."""
-    try:
-        if path.suffix == ".parquet":
-            table = pq.read_table(path)
-            _check_columns(table.column_names, schema, label)
-            table = table.select(list(schema.types)).cast(schema.arrow_schema)
-        else:
-            with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)) as head:
-                _check_columns(head.schema.names, schema, label)
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                column_types=dict(schema.types), strings_can_be_null=True))
-    except pa.ArrowInvalid as exc:
-        raise SchemaMismatch(label, _arrow_problem(str(exc), schema)) from exc
-    for name in sorted(schema.required):
-        nulls = table.column(name).null_count
-        if nulls:
-            raise SchemaMismatch(label, f"required column '{name}' is empty in {nulls} row(s)")
-    return table
+DateParser = Callable[[str], "date | None"]
+
+
+def read_table(path: Path, schema: TableSchema, label: str, parse_date: DateParser | None = None,
+               encodings: Iterable[str] = ("utf-8", "gb18030")) -> pa.Table:
+    """Read a table whose columns carry the schema's own names (CSV/TSV in UTF-8 or GB18030,
+    .xlsx or Parquet) and conform it to the declared types; errors name columns only."""
+    from seqlife.classify.detectors import date_parser
+
+    table = read_table_file(path, label, tuple(encodings))
+    _check_columns(table.column_names, schema, label)
+    return conform(table, ColumnMap.identity(schema.name, table.column_names), schema, label,
+                   parse_date or date_parser())
 
 
 def _check_columns(names: list[str], schema: TableSchema, label: str) -> None:
@@ -308,18 +309,206 @@ def _check_columns(names: list[str], schema: TableSchema, label: str) -> None:
         raise SchemaMismatch(label, f"missing column(s) {missing}, undeclared column(s) {extra}")
 
 
-def _arrow_problem(message: str, schema: TableSchema) -> str:
-    """Turn an Arrow parse error into column + row, dropping the offending value."""
-    column = re.search(r"column #(\d+)", message)
-    row = re.search(r"Row #(\d+)", message)
-    where = []
-    if column and int(column.group(1)) < len(schema.types):
-        where.append(f"column '{list(schema.types)[int(column.group(1))]}'")
-    if row:
-        where.append(f"row {row.group(1)}")
-    kind = "a value does not parse as the declared type" if "conversion" in message else \
-        "the file is not well-formed CSV"
-    return f"{kind}" + (f" ({', '.join(where)})" if where else "")
+# --- a hospital's own columns, mapped onto ours (GB/T 39725 §11.3.4.4 a) ------------------------
+
+KEEP, DROP = "keep", "drop"
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Delivered column -> canonical column, ``keep`` (stored under its own name: measures and
+    other columns that identify nobody) or ``drop`` (not collected: minimum necessary)."""
+
+    table: str
+    columns: Mapping[str, str]
+
+    @classmethod
+    def identity(cls, table: str, names: Iterable[str]) -> ColumnMap:
+        return cls(table, {name: name for name in names})
+
+    def render(self) -> bytes:
+        """The map as YAML, the form a steward edits and approves (``collect --map FILE``)."""
+        document = {"table": self.table, "columns": dict(self.columns)}
+        return yaml.safe_dump(document, allow_unicode=True, sort_keys=False).encode("utf-8")
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.render()).hexdigest()
+
+
+def load_column_map(path: Path) -> ColumnMap:
+    """Read a steward's column map (YAML: ``table``, ``columns: {delivered: target}``)."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise CollectError(f"{path.name}: the column map cannot be read as UTF-8 YAML.") from exc
+    if not isinstance(document, Mapping) or not isinstance(document.get("columns"), Mapping) \
+            or not isinstance(document.get("table"), str):
+        raise CollectError(f"{path.name}: a column map needs 'table' and 'columns' "
+                           "(delivered column: canonical column, keep or drop).")
+    columns = {str(k): str(v) for k, v in document["columns"].items()}
+    return ColumnMap(document["table"], columns)
+
+
+@dataclass(frozen=True)
+class MapProposal:
+    """A column map proposed from the content of a delivered table, with what is left to decide."""
+
+    column_map: ColumnMap
+    undecided: Mapping[str, str]      # delivered column -> why a steward must decide
+    missing: tuple[str, ...]          # required canonical columns no delivered column fills
+
+
+def propose_column_map(names: Sequence[str], labels: Mapping[str, tuple[str, str]],
+                       schema: TableSchema, order: Mapping[str, float]) -> MapProposal:
+    """Map delivered columns onto canonical ones by their detected role.
+
+    ``labels``: delivered column -> (detector, identifier type) from classification by content;
+    ``order``: a sort key per delivered column (e.g. median date, distinct values) used when one
+    role fills several canonical columns in schema order (admission before discharge before
+    sequencing; province, city, county). Columns that identify nobody are kept under their own
+    names; a personal column with no canonical place is left for the steward to decide.
+    """
+    mapping: dict[str, str] = {}
+    undecided: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in names:  # a delivered name that is already ours goes to itself
+        if name in schema.types:
+            mapping[name] = name
+            taken.add(name)
+    by_role: dict[str, list[str]] = {}
+    for name in sorted((n for n in names if n not in mapping), key=lambda n: order.get(n, 0.0)):
+        by_role.setdefault(labels.get(name, ("", "unknown"))[0], []).append(name)
+    for role, delivered in by_role.items():
+        slots = [c for c, r in schema.roles.items() if r == role and role and c not in taken]
+        for name, slot in zip(delivered, slots):
+            mapping[name] = slot
+            taken.add(slot)
+        for name in delivered[len(slots):]:
+            identifier = labels.get(name, ("", "unknown"))[1]
+            if identifier in ("none", "sensitive"):
+                mapping[name] = KEEP
+            else:
+                undecided[name] = (f"content looks like {role or 'nothing a detector knows'} "
+                                   f"({identifier}) and has no place in the '{schema.name}' "
+                                   "schema: map it to a column, or drop it")
+    missing = tuple(c for c in schema.types if c in schema.required and c not in taken)
+    ordered = {name: mapping[name] for name in names if name in mapping}
+    return MapProposal(ColumnMap(schema.name, ordered), undecided, missing)
+
+
+def proposal_order(columns: Mapping[str, pa.ChunkedArray], labels: Mapping[str, tuple[str, str]],
+                   parse_date: DateParser, sample: int = 2000) -> dict[str, float]:
+    """Sort keys that put same-role columns in schema order: dates by their median (admission,
+    then discharge, then sequencing), regions by how few distinct values they hold (province,
+    city, county), anything else by how many (the patient's name before the doctor's)."""
+    order: dict[str, float] = {}
+    for name, column in columns.items():
+        values = [v for v in column.slice(0, sample).to_pylist() if v is not None]
+        role = labels.get(name, ("", ""))[0]
+        if role in ("date", "birth_date"):
+            days = sorted(d.toordinal() for d in (
+                v if isinstance(v, date) else parse_date(str(v).strip()) for v in values)
+                if isinstance(d, date))
+            order[name] = float(days[len(days) // 2]) if days else 0.0
+        elif role == "region":
+            order[name] = float(len(set(values)))
+        else:
+            order[name] = -float(len(set(values)))
+    return order
+
+
+def check_column_map(column_map: ColumnMap, names: Sequence[str], schema: TableSchema,
+                     labels: Mapping[str, tuple[str, str]], label: str) -> None:
+    """A steward's map must place every delivered column, target each canonical column once,
+    fill every required one, and keep only columns that identify nobody."""
+    problems = []
+    if column_map.table != schema.name:
+        problems.append(f"the map is for table '{column_map.table}', not '{schema.name}'")
+    unplaced = [n for n in names if n not in column_map.columns]
+    if unplaced:
+        problems.append(f"delivered column(s) {unplaced} are not in the map")
+    unknown = [n for n in column_map.columns if n not in names]
+    if unknown:
+        problems.append(f"the map names column(s) {unknown} the table does not have")
+    targets = [t for t in column_map.columns.values() if t not in (KEEP, DROP)]
+    bad = sorted({t for t in targets if t not in schema.types})
+    if bad:
+        problems.append(f"target(s) {bad} are not columns of '{schema.name}' (or keep/drop)")
+    twice = sorted({t for t in targets if targets.count(t) > 1})
+    if twice:
+        problems.append(f"canonical column(s) {twice} are filled twice")
+    missing = sorted(schema.required - set(targets))
+    if missing:
+        problems.append(f"required column(s) {missing} are not filled")
+    personal = [n for n, t in column_map.columns.items() if t == KEEP and n in labels
+                and labels[n][1] not in ("none", "sensitive")]
+    if personal:
+        problems.append(f"column(s) {personal} are kept under their own names but their content "
+                        "looks personal: map them to a schema column or drop them")
+    if problems:
+        raise SchemaMismatch(label, "column map refused: " + "; ".join(problems))
+
+
+def conform(table: pa.Table, column_map: ColumnMap, schema: TableSchema, label: str,
+            parse_date: DateParser) -> pa.Table:
+    """Rename by the map, drop what it drops, convert to the declared types, normalise codes.
+
+    Text is parsed as the declared type (dates in the formats the date detector knows); a value
+    that does not parse is refused naming the column and how many rows, never the value."""
+    arrays, names = [], []
+    for delivered, target in column_map.columns.items():
+        if target == DROP:
+            continue
+        column = table.column(delivered)
+        name = delivered if target == KEEP else target
+        kind = schema.types.get(name, pa.string()) if target != KEEP else None
+        arrays.append(_as_type(column, kind, schema.values.get(name), name, label, parse_date))
+        names.append(name)
+    out = pa.table(dict(zip(names, arrays)))
+    ours = [c for c in schema.types if c in names]
+    out = out.select(ours + [n for n in names if n not in schema.types])
+    for name in sorted(schema.required):
+        nulls = out.column(name).null_count if name in names else out.num_rows
+        if nulls:
+            raise SchemaMismatch(label, f"required column '{name}' is empty in {nulls} row(s)")
+    return out
+
+
+def _as_type(column: pa.ChunkedArray, kind: pa.DataType | None, codes: Mapping[str, str] | None,
+             name: str, label: str, parse_date: DateParser) -> pa.ChunkedArray:
+    if kind is None:  # kept under its own name: as delivered
+        return column
+    if pa.types.is_date(kind) and (pa.types.is_timestamp(column.type) or
+                                   pa.types.is_date(column.type)):
+        return column.cast(kind)
+    values = column.to_pylist()
+    texts = [None if v is None else str(v).strip() or None for v in values]
+    if pa.types.is_date(kind):
+        parsed = [None if t is None else parse_date(t) for t in texts]
+    elif pa.types.is_floating(kind) or pa.types.is_integer(kind):
+        parsed = [None if t is None else _number(t, kind) for t in texts]
+    else:
+        if codes:
+            texts = [None if t is None else codes.get(t.casefold(), t) for t in texts]
+        return pa.chunked_array([pa.array(texts, pa.string())])
+    bad = sum(1 for t, p in zip(texts, parsed) if t is not None and p is None)
+    if bad:
+        what = "a date in a recognised format" if pa.types.is_date(kind) else "a number"
+        raise SchemaMismatch(label, f"column '{name}': {bad} value(s) are not {what}")
+    return pa.chunked_array([pa.array(parsed, kind)])
+
+
+def _number(text: str, kind: pa.DataType) -> float | int | None:
+    try:
+        value = float(text.replace(",", ""))
+    except ValueError:
+        return None
+    if not math.isfinite(value):
+        return None
+    if pa.types.is_integer(kind):
+        return int(value) if value.is_integer() else None
+    return value
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:

@@ -216,3 +216,25 @@ class TableDecodeError(CollectError):
         self.path = path
         self.problem = problem
         self.remedy = remedy
+
+
+class ColumnMapNeeded(CollectError):
+    """A delivered table's columns are not ours: a map was proposed from their content and waits
+    for a steward (GB/T 39725 §11.3.4.4 a). Names columns and the proposal, never a value."""
+
+    def __init__(self, path: str, proposal: str, undecided: dict[str, str],
+                 missing: tuple[str, ...]) -> None:
+        parts = [f"{path}: its columns are not the schema's; a column map was proposed from "
+                 f"their content and written to {proposal}."]
+        if undecided:
+            parts.append("A steward must decide " + "; ".join(
+                f"'{c}': {why}" for c, why in undecided.items()) + ".")
+        if missing:
+            parts.append(f"No delivered column fills the required column(s) {list(missing)}.")
+        parts.append("Review the proposal, then collect with --map FILE (or --accept-map when "
+                     "nothing is left to decide). Nothing was registered.")
+        super().__init__(" ".join(parts), path=path, proposal=proposal,
+                         undecided=list(undecided), missing=list(missing))
+        self.proposal = proposal
+        self.undecided = dict(undecided)
+        self.missing = missing

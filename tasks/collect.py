@@ -15,7 +15,10 @@ from infra.catalog import Consent, DataFile, Dataset, DatasetVersion, Subject
 from infra.objectstore import ObjectVersion
 from infra.resources import Resources
 from seqlife import collect
-from seqlife.exceptions import CollectError, ObjectNotFound, StorageError
+from seqlife.classify.detectors import date_parser, load_detectors
+from seqlife.classify.labels import label_table, load_classify_policy
+from seqlife.exceptions import CollectError, ColumnMapNeeded, ObjectNotFound, StorageError
+from seqlife.tableio import read_table_file
 from seqlife.policy import Policy
 from tasks import is_transient
 
@@ -29,25 +32,68 @@ class Delivery:
     source: Path
     tables: dict[str, pa.Table]
     delivered: set[str]
+    column_map: collect.ColumnMap  # how the clinical table's columns became ours
+
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".parquet")
 
 
 @task(name="read_delivery", cache_policy=NO_CACHE)
-def read_delivery(source: str, policy: Policy) -> Delivery:
-    """Read the clinical, consent and sample tables (CSV preferred, else Parquet)."""
+def read_delivery(source: str, policy: Policy, maps_dir: str, column_map: str | None = None,
+                  accept_map: bool = False) -> Delivery:
+    """Read the clinical, consent and sample tables (CSV/TSV in UTF-8 or GB18030, .xlsx or
+    Parquet). The clinical table may carry the hospital's own column names: they are mapped onto
+    ours by a steward's map (``column_map``), or by the map proposed from their content when the
+    steward accepts it (``accept_map``); otherwise the proposal is written to ``maps_dir`` and
+    intake stops with what is left to decide."""
     root = Path(source)
     if not root.is_dir():
         raise CollectError(f"Delivery directory '{source}' does not exist.")
-    tables = {}
+    parse_date = date_parser()
+    encodings = policy["table_encodings"]
+    paths = {}
     for name in TABLE_NAMES:
-        spec = policy["tables"][name]
-        path = next((root / f"{name}{ext}" for ext in (".csv", ".parquet")
-                     if (root / f"{name}{ext}").exists()), None)
+        path = next((root / f"{name}{ext}" for ext in TABLE_SUFFIXES
+                     if (root / f"{name}{ext}").is_file()), None)
         if path is None:
-            raise CollectError(f"The delivery has no {name} table ({name}.csv or {name}.parquet).")
-        tables[name] = collect.read_table(path, collect.load_schema(spec["schema"]), path.name)
+            raise CollectError(f"The delivery has no {name} table ({name} with one of "
+                               f"{', '.join(TABLE_SUFFIXES)}).")
+        paths[name] = path
+    tables = {name: collect.read_table(paths[name], collect.load_schema(
+        policy["tables"][name]["schema"]), paths[name].name, parse_date, encodings)
+        for name in ("consents", "samples")}
+    tables["clinical"], chosen = _read_clinical(paths["clinical"], policy, parse_date, maps_dir,
+                                                column_map, accept_map)
     delivered = {p.relative_to(root).as_posix() for p in root.rglob("*")
                  if p.is_file() and p.parent != root}
-    return Delivery(root, tables, delivered)
+    return Delivery(root, tables, delivered, chosen)
+
+
+def _read_clinical(path: Path, policy: Policy, parse_date: collect.DateParser, maps_dir: str,
+                   given: str | None, accept: bool) -> tuple[pa.Table, collect.ColumnMap]:
+    schema = collect.load_schema(policy["tables"]["clinical"]["schema"])
+    raw = read_table_file(path, path.name, tuple(policy["table_encodings"]))
+    names = raw.column_names
+    if given is None and set(names) == set(schema.types):
+        chosen = collect.ColumnMap.identity(schema.name, names)
+        return collect.conform(raw, chosen, schema, path.name, parse_date), chosen
+    columns = {name: raw.column(name) for name in names}
+    fields, _, _ = label_table(path.name, columns, load_detectors(), load_classify_policy(), {})
+    labels = {f.field: (f.detector or "", f.identifier) for f in fields}
+    if given is not None:
+        chosen = collect.load_column_map(Path(given))
+    else:
+        proposal = collect.propose_column_map(
+            names, labels, schema, collect.proposal_order(columns, labels, parse_date))
+        if proposal.undecided or proposal.missing or not accept:
+            target = Path(maps_dir) / f"{schema.name}-{proposal.column_map.digest[:12]}.yaml"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(proposal.column_map.render())
+            raise ColumnMapNeeded(path.name, str(target), dict(proposal.undecided),
+                                  proposal.missing)
+        chosen = proposal.column_map
+    collect.check_column_map(chosen, names, schema, labels, path.name)
+    return collect.conform(raw, chosen, schema, path.name, parse_date), chosen
 
 
 @task(name="plan_collection", cache_policy=NO_CACHE)

@@ -26,6 +26,7 @@ from infra.catalog import (
 )
 from infra.resources import Resources
 from seqlife import collect
+from seqlife.classify.detectors import date_parser
 from seqlife.deidentify import report as reports
 from seqlife.deidentify import sequencing
 from seqlife.deidentify import tables as rules
@@ -96,7 +97,7 @@ def deidentify_table(res: Resources, source: Source, project: str, policy: Polic
         surrogate_secret=res.keys.secret(f"surrogate-{project}"),
         shift_secret=res.keys.secret(f"date-shift-{project}"),
         populations=rules.load_populations(), hierarchies=load_hierarchies(),
-        parse_date=rules.date_parser())
+        parse_date=date_parser())
     return result, sample_sheet
 
 

@@ -63,7 +63,7 @@ _KIND_FIELDS: dict[str, frozenset[str]] = {
     "address": frozenset({"pattern", "patterns"}),
     "vocabulary": frozenset({"values", "max_distinct", "hint_values"}),
     "free_text": frozenset({"min_length", "min_mean_length", "min_distinct_share", "separators"}),
-    "numeric": frozenset({"pattern", "patterns"}),
+    "numeric": frozenset({"pattern", "patterns", "code_max_distinct"}),
 }  # fmt: skip
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff"
 _CJK_ONLY = re.compile(f"[{_CJK}]+")
@@ -105,6 +105,9 @@ class Detector:
     max_distinct: int | None = None
     min_mean_length: float = 0.0
     min_distinct_share: float = 0.0
+    #: numeric: whole numbers with at most this many distinct values are codes (sex 1/2, yes/no
+    #: 0/1), not measures; they stay unrecognised for a steward to label
+    code_max_distinct: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,7 +198,8 @@ def _compile(name: str, spec: Any, clause: str, source: str) -> Detector:
                         min_mean_length=float(_integer(spec, "min_mean_length", where, 0)),
                         min_distinct_share=_fraction(spec, "min_distinct_share", where, 0.0))
     fullmatch = _alternation(_patterns(spec, where), where).fullmatch  # numeric
-    return Detector(**common, matches=fullmatch)
+    return Detector(**common, matches=fullmatch,
+                    code_max_distinct=_integer(spec, "code_max_distinct", where, 0))
 
 
 def _required(spec: Mapping[str, Any], key: str, where: str) -> Any:
@@ -546,6 +550,19 @@ def _column_gate(detector: Detector, texts: Sequence[str]) -> bool:
     return True
 
 
+def _is_code(detector: Detector, texts: Sequence[str]) -> bool:
+    """Whole numbers with few distinct values (1/2, 0/1/9) are category codes, not measures."""
+    if not detector.code_max_distinct:
+        return False
+    distinct = set(texts)
+    if len(distinct) > detector.code_max_distinct:
+        return False
+    try:
+        return all(float(t).is_integer() for t in distinct)
+    except ValueError:
+        return False
+
+
 def _sorted(findings: Iterable[Finding], detectors: DetectorSet) -> list[Finding]:
     rank = {d.name: d.rank for d in detectors.detectors}
     return sorted(findings, key=lambda f: (-f.confidence, rank.get(f.detector, len(rank))))
@@ -582,9 +599,9 @@ def detect_column(
         return [_finding(date_detector, len(values), len(values), hinted["date"])]
     if kind == "float":
         measures = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
-        if not measures:
-            return []
         numeric = detectors["numeric_measure"]
+        if not measures or _is_code(numeric, [str(v) for v in measures]):
+            return []
         return [_finding(numeric, len(measures), len(measures), hinted["numeric_measure"])]
 
     texts = [text for text in map(_text, values) if text]
@@ -603,12 +620,21 @@ def detect_column(
                 _column_gate(detector, texts):
             findings.append(_finding(detector, matched, len(texts), hinted[detector.name]))
     if not findings:  # a measure is a number that no identifier detector explains
-        for detector in numeric_detectors:
+        for detector in (d for d in numeric_detectors if not _is_code(d, texts)):
             matched = len(texts) if kind == "integer" else \
                 sum(1 for text in texts if detector.matches(text))
             if _passes(detector, matched, len(texts), hinted[detector.name]):
                 findings.append(_finding(detector, matched, len(texts), hinted[detector.name]))
     return _sorted(findings, detectors)
+
+
+def date_parser(detectors: DetectorSet | None = None) -> Callable[[str], date | None]:
+    """The date detector as a parser: the formats classification recognises are the ones every
+    stage reads (2018-01-01, 2018/1/1, 20180101, 2018年1月1日, with times)."""
+    parse = (detectors or load_detectors())["date"].parse
+    if parse is None:
+        raise PolicyFileError("The date detector has no parser; check classify_detectors.yaml.")
+    return parse
 
 
 def best_finding(findings: list[Finding]) -> Finding | None:

@@ -384,9 +384,8 @@ def check_classification(status: str | None, classified_digest: str | None, cont
 
 def classify_file(path: Path, detectors: DetectorSet, policy: Policy) -> tuple[list[FieldLabel], DatasetLabels]:
     """Classify one file on disk (CSV, Parquet, FASTQ, BAM, VCF) by its content alone."""
-    import pyarrow.csv as pacsv
-
     from seqlife.collect import sniff_format
+    from seqlife.tableio import read_table_file
     from seqlife.exceptions import UnknownFormat
 
     with open(path, "rb") as handle:
@@ -400,8 +399,8 @@ def classify_file(path: Path, detectors: DetectorSet, policy: Policy) -> tuple[l
             file_format = sniff_format(path, label)
         except UnknownFormat:
             file_format = "csv"
-        if file_format == "csv":
-            table = pacsv.read_csv(path)
+        if file_format == "csv":  # any table export: CSV/TSV in UTF-8 or GB18030, .xlsx
+            table = read_table_file(path, label)
             columns = {name: table.column(name) for name in table.column_names}
         else:
             with open(path, "rb") as handle:

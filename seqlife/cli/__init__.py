@@ -88,6 +88,8 @@ def action_of(args: argparse.Namespace) -> str:
         value = getattr(args, attribute, None)
         if value:
             return f"{command}.{value}"
+    if command == "collect" and (getattr(args, "map", None) or getattr(args, "accept_map", False)):
+        return "collect.map"  # a steward decides how a hospital's columns become ours
     if command == "decrypt" and getattr(args, "dataset", None):
         return "decrypt.dataset"  # with a dataset's data key, not the caller's own key file
     target = getattr(args, "target", None)

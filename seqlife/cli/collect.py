@@ -33,7 +33,8 @@ def cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_collect(args: argparse.Namespace, settings: Settings) -> int:
     from flows.collect import collect_flow
 
-    result = collect_flow(args.source, args.dataset, args.scenario, args.owner or "")
+    result = collect_flow(args.source, args.dataset, args.scenario, args.owner or "",
+                          args.map, args.accept_map)
     emit(args, result, lambda: _render_collect(result))
     return 0
 
@@ -60,10 +61,19 @@ def register(commands: Commands) -> None:
     collect = commands.add_parser(
         "collect", help="validate a delivery and store it as a raw dataset version",
         description="Parse every file and table, link every subject to a covering consent, then "
-                    "store and register the delivery. Any refusal stores nothing and is audited.")
+                    "store and register the delivery. Tables may be CSV/TSV (UTF-8 or "
+                    "GBK/GB18030), .xlsx or Parquet; a clinical table with the hospital's own "
+                    "column names is classified by content and a column map is proposed for a "
+                    "steward to approve. Any refusal stores nothing and is audited.")
     collect.add_argument("source", help="delivery directory, laid out as `seqlife synth` writes it")
     collect.add_argument("--dataset", required=True, help="catalog name of the dataset")
     collect.add_argument("--scenario", default="research",
                          help="use the consent must cover (default research)")
     collect.add_argument("--owner", help="named owner of the dataset (default SEQLIFE_ACTOR)")
+    collect.add_argument("--map", metavar="FILE",
+                         help="steward: YAML map of the clinical table's own columns onto the "
+                              "schema (delivered: canonical column, keep or drop); intake "
+                              "writes a proposal to edit when the columns are not ours")
+    collect.add_argument("--accept-map", action="store_true",
+                         help="steward: accept the map proposed from the columns' content as is")
     collect.set_defaults(handler=cmd_collect)

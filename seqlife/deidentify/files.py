@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from seqlife.classify.detectors import load_detectors
+from seqlife.classify.detectors import date_parser, load_detectors
 from seqlife.classify.labels import label_table, load_classify_policy, read_header
 from seqlife.collect import subject_surrogate, write_parquet
 from seqlife.deidentify import report as reports
@@ -48,7 +48,7 @@ def deidentify_local_file(kind: str, src: Path, out: Path, *, surrogate_secret: 
             table.to_pandas(), tables.roles_from_labels(labels), policy,
             surrogate_secret=surrogate_secret, shift_secret=shift_secret,
             populations=tables.load_populations(), hierarchies=load_hierarchies(),
-            parse_date=tables.date_parser())
+            parse_date=date_parser(detectors))
         output = pa.Table.from_pandas(result.table, preserve_index=False)
         if out.suffix == ".csv":
             write_csv_utf8(output, out)

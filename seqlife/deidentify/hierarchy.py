@@ -138,10 +138,24 @@ def age_bands(edges: Sequence[int] = TABLE6_AGE_EDGES, name: str = "age") -> Hie
     ten, twenty = edges[::-1][::2][::-1], edges[::-1][::4][::-1]
     return Hierarchy(
         name,
-        (_identity, by_value(_band_labels(edges)), by_value(_band_labels(ten)),
-         by_value(_band_labels(twenty)), SUPPRESS),
+        (by_value(_top_coded(edges[-1])), by_value(_band_labels(edges)),
+         by_value(_band_labels(ten)), by_value(_band_labels(twenty)), SUPPRESS),
         (name, "band", "2 bands", "4 bands", SUPPRESSED),
     )
+
+
+def _top_coded(top: int) -> Callable[[pd.Series], list[Any]]:
+    """The exact value (as text, so one column holds both) below ``top``; ``>(top-1)`` from it
+    on: even the finest level never shows an age over 89 (Table 6: the top band is never
+    subdivided)."""
+    label = f">{top - 1}"
+
+    def mapper(values: pd.Series) -> list[Any]:
+        numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        return [SUPPRESSED if np.isnan(n) else label if n >= top
+                else str(int(n)) if float(n).is_integer() else str(n) for n in numeric]
+
+    return mapper
 
 
 # --- postcode (§10.2 c 1; Table 6) ----------------------------------------------------------

@@ -264,17 +264,6 @@ def _anchor(df: pd.DataFrame, dates: Sequence[str]) -> str | None:
 DateParser = Callable[[str], "date | None"]
 
 
-def date_parser() -> DateParser:
-    """The classify stage's date detector as a parser: the formats it recognises are the ones
-    the de-identifier reads (2018-01-01, 2018/1/1, 20180101, 2018年1月1日, with times)."""
-    from seqlife.classify.detectors import load_detectors
-
-    parse = load_detectors()["date"].parse
-    if parse is None:
-        raise DeidentificationError("The date detector has no parser; check classify_detectors.yaml.")
-    return parse
-
-
 def as_dates(series: pd.Series, parse: DateParser, column: str) -> pd.Series:
     """A column of calendar days (None when empty) from dates, timestamps or date text.
 
@@ -348,7 +337,8 @@ def transform_table(df: pd.DataFrame, roles: Mapping[str, ColumnRole], policy: P
     qis: dict[str, str] = {}
     age_column = policy["birth_date"]["column"]
     if plan.birth is not None and plan.anchor is not None:
-        out[age_column] = [age_at(b, r) for b, r in zip(df[plan.birth], df[plan.anchor])]
+        out[age_column] = pd.array([age_at(b, r) for b, r in zip(df[plan.birth], df[plan.anchor])],
+                                   dtype="Int64")
         qis[age_column] = hierarchy_of["age"]
     shift_rule = policy["date_shift"]
     scope = {"per_patient": keys, "per_project": pd.Series(["project"] * len(df), index=df.index)}

@@ -134,12 +134,21 @@ def test_csv_typed_columns_integers_are_read_as_digits(clinical: pa.Table) -> No
     postcodes = pa.chunked_array([[int(v) for v in clinical.column("postcode").to_pylist()]])
     assert best("c1", mobiles) == "mobile"
     assert best("c2", postcodes) == "postcode"
-    assert best("c3", pa.chunked_array([[12, 40, 7, 160]])) == "numeric_measure"
+    assert best("c3", pa.chunked_array([[12, 40, 7, 160, 33, 52]])) == "numeric_measure"
+
+
+@pytest.mark.parametrize("values", [[1, 2, 2, 1, 1], [1.0, 2.0, 1.0], ["0", "1", "9", "1"]])
+def test_whole_numbers_with_few_distinct_values_are_codes_left_for_a_steward(values) -> None:
+    """GB/T 39725 §10.2 b: sex coded 1/2 under an unknown name is a category code, not a
+    harmless measure; it stays unrecognised so the de-identifier stops until it is labelled."""
+    assert best("c9", pa.chunked_array([values])) is None
+    assert best("xb", pa.chunked_array([[1, 2, 2, 1, 1]])) == "sex"  # the name says what 1/2 are
 
 
 def test_float_columns_are_only_measures_never_postcodes_or_phones() -> None:
     """§6.1 Table 1: a float is a measurement; postcode and mobile checks do not fire on floats."""
-    for values in ([100080.0, 310013.0, 610041.0], [13812345678.0, 15900001111.0]):
+    for values in ([100080.0, 310013.0, 610041.0, 200000.0, 518000.0],
+                   [13812345678.0, 15900001111.0, 13700000000.0, 18900000001.0, 13600000002.0]):
         findings = detect_column("postcode_mobile", pa.array(values, pa.float64()), DETECTORS)
         assert [f.detector for f in findings] == ["numeric_measure"]
 

@@ -70,7 +70,7 @@ QIS = ["age", "sex", "postcode", "date"]
     (38, 2, "30-39"),   # §10.2 c 2: 38 -> 30-40
     (24, 2, "<30"),
     (38, 3, "30-49"),
-    (38, 0, 38),
+    (38, 0, "38"),       # the exact age, as text beside ">89" in one column
     (38, 4, "*"),
 ])
 def test_age_bands_follow_table6(age, level, band) -> None:

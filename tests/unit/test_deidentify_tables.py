@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from seqlife.classify.detectors import date_parser
 from seqlife.classify.labels import load_classify_policy
 from seqlife.collect import subject_surrogate
 from seqlife.deidentify import tables
@@ -117,7 +118,7 @@ def _frame() -> tuple[pd.DataFrame, dict[str, tables.ColumnRole]]:
 def _transform(df, roles):
     return tables.transform_table(df, roles, POLICY, surrogate_secret=b"a" * 32,
                                   shift_secret=b"b" * 32, populations=POP,
-                                  parse_date=tables.date_parser())
+                                  parse_date=date_parser())
 
 
 def test_transform_deletes_identifiers_links_by_surrogate_and_shifts_dates() -> None:
