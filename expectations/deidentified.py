@@ -124,7 +124,12 @@ def build_suite(policy: Policy, columns: Iterable[str] | None = None,
     ``columns`` None builds the suite for documentation (quasi-identifiers shown as declared).
     """
     attrs = dict(attrs or {})
-    names = [] if columns is None else list(dict.fromkeys(columns))
+    attribute = policy["deidentified_quasi_identifiers"]["attribute"]
+    if columns is None:  # the documentation form: every rule, on placeholder columns
+        names = [EVERY_COLUMN, DECLARED, f"{SHIFT_DAYS_PREFIX}(each date)", SUBJECT_SHIFT_DAYS]
+        attrs = {attribute: [DECLARED], "k": attrs.get("k", 0)}
+    else:
+        names = list(dict.fromkeys(columns))
     present = set(names)
 
     def meta(rule: str, check: str) -> dict[str, str]:
@@ -139,7 +144,6 @@ def build_suite(policy: Policy, columns: Iterable[str] | None = None,
             found.append(gxe.ExpectColumnValuesToNotMatchRegex(
                 column=column, regex=pattern,
                 meta=meta("deidentified_no_identifiers", f"contains no {detector}")))
-    attribute = policy["deidentified_quasi_identifiers"]["attribute"]
     declared = [str(q) for q in attrs.get(attribute) or []]
     if columns is not None:
         if not declared:
@@ -171,4 +175,6 @@ def build_suite(policy: Policy, columns: Iterable[str] | None = None,
 
 
 #: The column a table without declared quasi-identifiers is asked to have (it never has it).
-DECLARED_NONE = "(declared quasi-identifiers)"
+DECLARED_NONE = "(no quasi-identifiers declared)"
+#: Placeholders of the documentation form of the suite.
+EVERY_COLUMN, DECLARED = "(every column)", "(declared quasi-identifiers)"

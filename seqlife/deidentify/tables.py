@@ -334,12 +334,14 @@ def transform_table(df: pd.DataFrame, roles: Mapping[str, ColumnRole], policy: P
     out = pd.DataFrame(index=df.index)
     out[subject_column] = surrogates
     hierarchy_of = policy["quasi_identifiers"]["hierarchies"]
+    derived = set(policy["quasi_identifiers"]["derived"])
     qis: dict[str, str] = {}
     age_column = policy["birth_date"]["column"]
     if plan.birth is not None and plan.anchor is not None:
         out[age_column] = pd.array([age_at(b, r) for b, r in zip(df[plan.birth], df[plan.anchor])],
                                    dtype="Int64")
-        qis[age_column] = hierarchy_of["age"]
+        if "age" in derived:
+            qis[age_column] = hierarchy_of["age"]
     shift_rule = policy["date_shift"]
     scope = {"per_patient": keys, "per_project": pd.Series(["project"] * len(df), index=df.index)}
     offsets = scope[shift_rule["mode"]].map(
@@ -348,6 +350,8 @@ def transform_table(df: pd.DataFrame, roles: Mapping[str, ColumnRole], policy: P
     for column in plan.dates:
         out[column] = [shift_date(v, d) for v, d in zip(df[column], offsets)]
         unshifted[column] = df[column]
+    if plan.anchor is not None and "anchor_date" in derived:
+        qis[plan.anchor] = hierarchy_of["anchor_date"]
     intervals: dict[str, str] = {}
     for column in plan.dates:
         if column == plan.anchor:
@@ -357,7 +361,8 @@ def transform_table(df: pd.DataFrame, roles: Mapping[str, ColumnRole], policy: P
                 for a, b in zip(df[plan.anchor], df[column])]
         out[name] = unshifted[name] = pd.array(days, dtype="Int64")
         intervals[name] = column
-        qis[name] = hierarchy_of["intervals"]
+        if "intervals" in derived:
+            qis[name] = hierarchy_of["intervals"]
     minimum = int(policy["min_population"])
     changed: dict[str, int] = {}
     for column in plan.postcodes:
@@ -479,29 +484,29 @@ def deidentify_table(df: pd.DataFrame, roles: Mapping[str, ColumnRole], policy: 
                        max_suppression=float(policy["max_suppression"]),
                        sensitive=sensitive[0] if use_l else None,
                        l=int(diversity["l"]) if use_l else None)
-    withheld = tuple(transform.intervals[q] for q in transform.intervals if result.levels[q] > 0)
+    anchor = transform.anchor_date
+    anchor_level = result.levels.get(anchor, 0) if anchor else 0
+    withheld = tuple(d for q, d in transform.intervals.items()
+                     if anchor_level > 0 or result.levels.get(q, 0) > 0)
     released = result.table.drop(columns=list(withheld))
     _check_small_cells(released, [q for q in qis if roles.get(q) and
                                   roles[q].detector in policy["diagnosis"]["roles"]],
                        int(policy["small_cells"]))
     attacker = attacker_model(policy, transform, roles, list(released.columns))
     attack = [c for cols in attacker.matched.values() for c in cols]
-    month = attacker.month_of
-
-    def as_attacker_sees(frame: pd.DataFrame) -> pd.DataFrame:
-        out = frame[attack].copy()
-        if month is not None:  # the attacker knows the month: the date hierarchy's level 1
-            out[month] = _named(hierarchies, "date", month).apply(out[month], 1)
-        return out
-
+    # The attacker knows the admission month: the anchor is matched at month level (level 1 of
+    # its hierarchy) or at the coarser level the search released it at; the raw side carries
+    # the true dates, the release the shifted ones.
     levels = {q: lv for q, lv in result.levels.items() if q in attack}
-    report = assess(released, qis, raw=as_attacker_sees(apply_levels(unshifted, chosen, levels)),
-                    threshold_class=int(policy["k"]), attack_columns=attack,
-                    attacked=as_attacker_sees(released))
+    if attacker.month_of is not None:
+        levels[attacker.month_of] = max(1, anchor_level)
+    attacked = apply_levels(transformed.loc[released.index], chosen, levels)[attack]
+    report = assess(released, qis, raw=apply_levels(unshifted, chosen, levels)[attack],
+                    threshold_class=int(policy["k"]), attack_columns=attack, attacked=attacked)
     check(report, policy["risk_limits"])
     shifts = {}
     for column in transform.shifted:
-        if column in released:
+        if column in released and result.levels.get(column, 0) == 0:
             before = unshifted.loc[released.index, column]
             shifts[column] = pd.Series([None if a is None or b is None else (b - a).days
                                         for a, b in zip(before, released[column])],
