@@ -428,6 +428,17 @@ def declare_release(df: pd.DataFrame, policy: Policy, quasi_identifiers: Sequenc
     return out
 
 
+def declared_k(df: pd.DataFrame, policy: Policy) -> int:
+    """The k a stored release achieves over the quasi-identifiers it declares (0 when it
+    declares none or lacks one: certification then refuses rather than trust a report)."""
+    from seqlife.deidentify.kanon import k_of
+
+    declared = list(df.attrs.get(policy["deidentified_quasi_identifiers"]["attribute"]) or [])
+    if not declared or any(q not in df for q in declared):
+        return 0
+    return k_of(df, declared)
+
+
 def prepare_deidentified(df: pd.DataFrame, policy: Policy,
                          shifts: Mapping[str, pd.Series] | None = None) -> pd.DataFrame:
     """A copy of a de-identified table ready for the de-identified suite.

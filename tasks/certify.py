@@ -23,8 +23,10 @@ from seqlife import certify as rules
 from seqlife import lineage
 from seqlife.classify.detectors import load_detectors
 from seqlife.classify.labels import load_classify_policy
+from seqlife.deidentify.tables import load_deidentify_policy
 from seqlife.exceptions import SeqlifeError
 from seqlife.policy import Policy
+from seqlife.quality import declared_k, load_quality_policy
 from tasks.classify import current_classification, find_version, label_version
 from tasks.encrypt import read_parquet, stored_digest
 
@@ -99,7 +101,8 @@ def gather_evidence(res: Resources, dataset: str, version: int | None, scenario:
         files=files, lineage=lineage, subjects_all_consented=consented,
         method_recorded=bool(kanon.get("levels") is not None and report.get("source")),
         quality=quality, classification_approved=classified, deidentification_approved=approved,
-        k_required=int(kanon.get("k", 5)), k_achieved=int(kanon.get("k_achieved", 0)),
+        k_required=int(load_deidentify_policy()["k"]),
+        k_achieved=declared_k(table, load_quality_policy()) if table is not None else 0,
         risk_passed=bool(risk.get("passed")), grade=labels.grade,
         generation_technique="deidentification", application_scenario=scenario,
         policy_hashes={**source_hashes, "quality": quality_hash})

@@ -140,8 +140,8 @@ def approve(res: Resources, dataset: str, version: int | None, overrides: list[r
         by_key = {(f.file, f.field): f for f in proposal.fields}
         for label in fields:
             row = by_key[(label.file, label.field)]
-            row.grade, row.identifier, row.override_reason = (label.grade, label.identifier,
-                                                              label.override_reason)
+            row.grade, row.identifier, row.override_reason, row.detector = (
+                label.grade, label.identifier, label.override_reason, label.detector)
         proposal.labels = asdict(summary)
         proposal.status = "approved"
         proposal.approved_by = res.settings.actor

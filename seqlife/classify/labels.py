@@ -349,6 +349,11 @@ class Override:
     grade: int | None
     identifier: str | None
     reason: str
+    role: str | None = None  # a detector name: what the column holds, for the later stages
+
+
+#: Identifier types a steward may give a field (GB/T 39725 §10.2 a–d; App. G).
+IDENTIFIER_TYPES = ("direct", "quasi", "sensitive", "free_text", "none")
 
 
 def apply_overrides(fields: Sequence[FieldLabel], overrides: Sequence[Override],
@@ -364,10 +369,19 @@ def apply_overrides(fields: Sequence[FieldLabel], overrides: Sequence[Override],
         position = index.get((override.file, override.field))
         if position is None:
             raise ClassificationError(f"No field {override.file}:{override.field} in this proposal.")
+        if override.role is not None and override.role not in policy["detector_labels"]:
+            raise ClassificationError(
+                f"Override of {override.file}:{override.field}: '{override.role}' is not a role "
+                f"(known: {', '.join(sorted(policy['detector_labels']))}).")
+        if override.identifier is not None and override.identifier not in IDENTIFIER_TYPES:
+            raise ClassificationError(
+                f"Override of {override.file}:{override.field}: identifier type "
+                f"'{override.identifier}' is not one of {', '.join(IDENTIFIER_TYPES)}.")
         current = out[position]
         out[position] = replace(
             current, grade=override.grade if override.grade is not None else current.grade,
-            identifier=override.identifier or current.identifier, override_reason=override.reason)
+            identifier=override.identifier or current.identifier, override_reason=override.reason,
+            detector=override.role or current.detector)
     return out
 
 

@@ -55,16 +55,18 @@ def _classify_approve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _parse_override(text: str, reason: str) -> "Override":
-    """FILE:FIELD=GRADE[:IDENTIFIER], e.g. tables/clinical.parquet:note=3:quasi."""
+    """FILE:FIELD=GRADE[:IDENTIFIER[:ROLE]], e.g. tables/clinical.parquet:note=3:quasi, or
+    tables/clinical.parquet:c7=3:quasi:sex to give an unrecognised column its role."""
     from seqlife.classify.labels import Override
 
     target, _, value = text.rpartition("=")
     file, _, field = target.rpartition(":")
-    grade_text, _, identifier = value.partition(":")
+    grade_text, _, rest = value.partition(":")
+    identifier, _, role = rest.partition(":")
     if not file or not field or not grade_text.isdigit():
         raise SystemExit(f"seqlife classify approve: cannot read override '{text}' "
-                         "(expected FILE:FIELD=GRADE[:IDENTIFIER])")
-    return Override(file, field, int(grade_text), identifier or None, reason)
+                         "(expected FILE:FIELD=GRADE[:IDENTIFIER[:ROLE]])")
+    return Override(file, field, int(grade_text), identifier or None, reason, role or None)
 
 
 def _render_classification(result: dict[str, Any]) -> None:
@@ -91,7 +93,7 @@ def register(commands: Commands) -> None:
         "classify", help="propose labels for a dataset or file; `classify approve` as steward",
         description="seqlife classify TARGET: TARGET is a dataset name (a proposal is stored and "
                     "audited) or a file path (CSV, Parquet, FASTQ, BAM, VCF; labels printed only).\n"
-                    "seqlife classify approve DATASET [--override FILE:FIELD=GRADE[:IDENTIFIER] "
+                    "seqlife classify approve DATASET [--override FILE:FIELD=GRADE[:IDENTIFIER[:ROLE]] "
                     "--reason TEXT]: approve the current proposal (role steward).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     classify.add_argument("target", help="dataset name, file path, or 'approve'")

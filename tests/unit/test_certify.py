@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import copy
 
+import pandas as pd
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from seqlife import certify
+from seqlife.deidentify.tables import load_deidentify_policy
+from seqlife.quality import declare_release, declared_k, load_quality_policy
 
 POLICY = certify.load_certify_policy()
 
@@ -119,3 +122,25 @@ def test_html_states_the_key_facts() -> None:
     page = certify.render_html(signed(Ed25519PrivateKey.generate())).decode()
     assert "cohort--p1" in page and "certified" in page and "c" * 64 in page
     assert "DER §5" in page and "01_raw" in page
+
+
+@pytest.mark.parametrize("short", [1, 0])
+def test_certification_holds_the_k_of_the_deidentify_policy_at_its_boundary(short) -> None:
+    """GB/T 39725 §10.2 e; DER §5: k achieved one below the policy's k is refused, equal passes
+    (k read from deidentify.yaml, as the certify task does)."""
+    k = int(load_deidentify_policy()["k"])
+    unmet = [r.name for r in certify.check_requirements(
+        evidence(k_required=k, k_achieved=k - short), POLICY) if not r.ok]
+    assert unmet == (["k-anonymity"] if short else [])
+
+
+def test_the_k_certification_sees_is_measured_on_the_stored_release() -> None:
+    """The evidence is the release itself over the quasi-identifiers it declares, not the
+    de-identification report: a class of k - 1 rows gives k - 1; no declared set gives 0."""
+    quality = load_quality_policy()
+    k = int(load_deidentify_policy()["k"])
+    table = pd.DataFrame({"sex": ["F"] * (k - 1) + ["M"] * (k + 2), "lab": range(2 * k + 1)})
+    assert declared_k(declare_release(table, quality, ["sex"]), quality) == k - 1
+    assert declared_k(declare_release(table, quality, ["lab"]), quality) == 1
+    assert declared_k(table, quality) == 0
+    assert declared_k(declare_release(table, quality, ["age"]), quality) == 0

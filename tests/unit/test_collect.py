@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqlife import collect
+from seqlife.classify.detectors import date_parser
 from seqlife.exceptions import (
     CollectError,
     ConsentMissing,
@@ -290,3 +291,57 @@ def test_content_digest_ignores_order_but_not_content() -> None:
     changed = collect.ManifestEntry("b", "bam", "bam", 1, "3" * 64, 1, None, None)
     assert collect.content_digest([e1, e2]) == collect.content_digest([e2, e1])
     assert collect.content_digest([e1, e2]) != collect.content_digest([e1, changed])
+
+
+# --- a hospital's own columns (GB/T 39725 §11.3.4.4 a) ------------------------------------------
+
+CLINICAL = collect.load_schema("clinical")
+HOSPITAL = ["zyh", "xb", "csrq", "ryrq", "cyrq", "zd", "hb", "xm", "c9"]
+LABELS = {"zyh": ("medical_record_no", "direct"), "xb": ("sex", "quasi"),
+          "csrq": ("birth_date", "quasi"), "ryrq": ("date", "quasi"), "cyrq": ("date", "quasi"),
+          "zd": ("icd10", "sensitive"), "hb": ("numeric_measure", "none"),
+          "xm": ("person_name", "direct"), "c9": ("", "unknown")}
+
+
+def test_a_map_is_proposed_by_role_in_schema_order_and_leaves_unknown_columns_undecided() -> None:
+    order = {"ryrq": 1.0, "cyrq": 2.0}  # admission comes before discharge
+    proposal = collect.propose_column_map(HOSPITAL, LABELS, CLINICAL, order)
+    assert proposal.column_map.columns == {
+        "zyh": "mrn", "xb": "sex", "csrq": "birth_date", "ryrq": "admission_date",
+        "cyrq": "discharge_date", "zd": "diagnosis_icd10", "hb": "keep", "xm": "name"}
+    assert list(proposal.undecided) == ["c9"] and proposal.missing == ()
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"zyh": "drop"}, r"required column\(s\) \['mrn'\]"),
+    ({"xm": "keep"}, r"kept under their own names but their content looks personal"),
+    ({"cyrq": "admission_date"}, r"filled twice"),
+    ({"c9": "shoe_size"}, r"not columns of 'clinical'"),
+    ({"extra": "drop"}, r"does not have"),
+])
+def test_a_steward_map_that_breaks_a_rule_is_refused_naming_it(change, problem) -> None:
+    columns = {"zyh": "mrn", "xb": "sex", "csrq": "birth_date", "ryrq": "admission_date",
+               "cyrq": "discharge_date", "zd": "diagnosis_icd10", "hb": "keep", "xm": "name",
+               "c9": "drop", **change}
+    with pytest.raises(SchemaMismatch, match=problem):
+        collect.check_column_map(collect.ColumnMap("clinical", columns), HOSPITAL, CLINICAL,
+                                 LABELS, "clinical.csv")
+
+
+def test_conform_parses_text_as_declared_types_and_normalises_codes() -> None:
+    table = pa.table({"zyh": ["ZY0001", "ZY0002"], "xb": ["男", "2"], "csrq": ["1956/3/7", "19800102"],
+                      "ryrq": ["2020年1月2日", "2021-03-04 08:00"], "zd": ["I10", "E11.9"],
+                      "hb": ["135", "121.5"]})
+    columns = {"zyh": "mrn", "xb": "sex", "csrq": "birth_date", "ryrq": "admission_date",
+               "zd": "diagnosis_icd10", "hb": "keep"}
+    out = collect.conform(table, collect.ColumnMap("clinical", columns), CLINICAL, "c.csv",
+                          date_parser())
+    assert out.column("sex").to_pylist() == ["M", "F"]
+    assert out.column("birth_date").to_pylist() == [date(1956, 3, 7), date(1980, 1, 2)]
+    assert out.column("admission_date").to_pylist() == [date(2020, 1, 2), date(2021, 3, 4)]
+    assert out.column_names[-1] == "hb"  # kept under its own name, after the schema's columns
+    bad = table.set_column(2, "csrq", pa.array(["1956/3/7", "13812345678"]))
+    with pytest.raises(SchemaMismatch, match="'birth_date': 1 value") as caught:
+        collect.conform(bad, collect.ColumnMap("clinical", columns), CLINICAL, "c.csv",
+                        date_parser())
+    assert "13812345678" not in caught.value.message

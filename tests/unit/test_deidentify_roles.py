@@ -350,3 +350,43 @@ def test_hand_made_hospital_exports_are_read_and_never_pass_by_accident(tmp_path
         release = released(out)
         qis = result["report"]["kanon"]["quasi_identifiers"]
         assert qis and int(class_sizes(release, qis).min()) >= K
+
+
+def test_a_steward_role_override_decides_an_unrecognised_column() -> None:
+    """GB/T 39725 §6.2: the steward labels what no detector recognised (sex coded 1/2 under an
+    unknown name); the de-identifier then applies the role's rule instead of stopping."""
+    from seqlife.classify.detectors import load_detectors
+    from seqlife.classify.labels import Override, apply_overrides, label_table
+
+    raw = _small_table(200).assign(c7=lambda d: d["sex"].map({"M": "1", "F": "2"}))
+    raw = raw.drop(columns=["sex"]).astype(str)
+    columns = {c: list(raw[c]) for c in raw.columns}
+    policy = load_classify_policy()
+    labels, _, _ = label_table("t.csv", columns, load_detectors(), policy, {})
+    assert next(f for f in labels if f.field == "c7").identifier == "unknown"
+    with pytest.raises(UndecidedColumns, match="'c7'"):
+        _run(raw, tables.roles_from_labels(labels))
+    decided = apply_overrides(labels, [Override("t.csv", "c7", 2, "quasi", "sex codes 1/2",
+                                                "sex")], policy)
+    result = _run(raw, tables.roles_from_labels(decided))
+    assert "c7" in tables.released_quasi_identifiers(result)
+    with pytest.raises(SeqlifeError, match="is not a role"):
+        apply_overrides(labels, [Override("t.csv", "c7", 2, "quasi", "x", "gender")], policy)
+
+
+@pytest.mark.parametrize("fixture, personal", [
+    ("zy_export_gbk.csv", ["住院号", "姓名", "出生日期", "现住址", "联系电话"]),
+    ("zy_export_utf8bom_tab.txt", ["zyh", "xm", "csrq", "xzz", "lxdh"]),
+    ("lab_export.xlsx", ["PatientID", "Name", "DOB", "Phone"]),
+])
+def test_hand_made_exports_are_classified_by_content_never_as_harmless(fixture, personal) -> None:
+    """Whatever their encoding and names, personal columns of exports no generator of ours made
+    are identifiers or left for a steward — never labelled harmless (GB/T 39725 §10.2 a)."""
+    from seqlife.classify.detectors import load_detectors
+    from seqlife.classify.labels import classify_file
+
+    folder = Path(__file__).parents[1] / "data" / "hospital"
+    fields, _ = classify_file(folder / fixture, load_detectors(), load_classify_policy())
+    by_name = {f.field: f for f in fields}
+    for column in personal:
+        assert by_name[column].identifier in ("direct", "quasi", "unknown"), column
