@@ -57,14 +57,18 @@ class MulticolumnValuesKAnonymous(MulticolumnMapMetricProvider):
         "condition_parser",
         "ignore_row_if",
     )
-    condition_value_keys = ("k",)
+    condition_value_keys = ("k", "last_is_subject")
 
     @multicolumn_condition_partial(engine=PandasExecutionEngine)
-    def _pandas(cls, column_list: pd.DataFrame, k: int, **kwargs: Any) -> pd.Series:
+    def _pandas(cls, column_list: pd.DataFrame, k: int, last_is_subject: bool = False,
+                **kwargs: Any) -> pd.Series:
         # Columns by position, so a quasi-identifier listed twice (the one-column case, see
-        # build_suite) is one more identical key rather than an ambiguous label.
+        # build_suite) is one more identical key rather than an ambiguous label. With
+        # ``last_is_subject`` the last column names each row's person: classes count people.
         frame = column_list.set_axis(range(column_list.shape[1]), axis=1)
-        sizes = class_sizes(frame, list(frame.columns))
+        columns = list(frame.columns)
+        subject = columns.pop() if last_is_subject else None
+        sizes = class_sizes(frame, columns, subject)
         return pd.Series(sizes >= int(k), index=column_list.index)
 
 
@@ -81,11 +85,14 @@ class ExpectQuasiIdentifiersToBeKAnonymous(MulticolumnMapExpectation):
             and report states it.
     """
 
-    k: int = pydantic.Field(description="Minimum number of rows sharing each combination.")
+    k: int = pydantic.Field(description="Minimum number of people sharing each combination.")
+    last_is_subject: bool = pydantic.Field(
+        False, description="The last column of column_list identifies each row's person; "
+                           "classes are counted in distinct people.")
     ignore_row_if: Literal["all_values_are_missing", "any_value_is_missing", "never"] = "never"
 
     map_metric: ClassVar[Optional[str]] = "multicolumn_values.k_anonymous"
-    success_keys: ClassVar[tuple[str, ...]] = ("k", "mostly")
+    success_keys: ClassVar[tuple[str, ...]] = ("k", "last_is_subject", "mostly")
     args_keys = ("column_list", "k")
 
     @pydantic.validator("k")
@@ -159,9 +166,13 @@ def build_suite(policy: Policy, columns: Iterable[str] | None = None,
     quasi = [q for q in declared if q in present]
     if quasi:
         k = int(attrs.get("k", 0))
+        subject = policy["deidentified_date_shift"]["subject"]
+        people = subject in present
         found.append(ExpectQuasiIdentifiersToBeKAnonymous(
-            column_list=quasi if len(quasi) > 1 else quasi * 2, k=max(k, 1),
-            meta=meta("deidentified_quasi_identifiers", f"k >= {k} over {', '.join(quasi)}")))
+            column_list=quasi + [subject] if people else (quasi if len(quasi) > 1 else quasi * 2),
+            k=max(k, 1), last_is_subject=people,
+            meta=meta("deidentified_quasi_identifiers",
+                      f"k >= {k} {'people' if people else 'rows'} over {', '.join(quasi)}")))
     if SUBJECT_SHIFT_DAYS in present:
         for column in (c for c in names if c.startswith(SHIFT_DAYS_PREFIX)):
             found.append(gxe.ExpectColumnPairValuesToBeEqual(

@@ -44,6 +44,18 @@ def is_valid_resident_id(value: str) -> bool:
     return resident_id_check_digit(body) == check
 
 
+def is_valid_old_resident_id(value: str) -> bool:
+    """True for a first-generation 15-digit ID (before 1999: area, YYMMDD born 19YY, sequence):
+    still found in older hospital records; it has no check digit, so the date is the check."""
+    if not isinstance(value, str) or len(value) != 15 or not value.isascii() or not value.isdigit():
+        return False
+    try:
+        date(1900 + int(value[6:8]), int(value[8:10]), int(value[10:12]))
+    except ValueError:
+        return False
+    return value[0] != "0"
+
+
 def birth_date_from_resident_id(value: str) -> date:
     """Birth date encoded in a valid ID; it is a quasi-identifier (GB/T 39725 §10.2 b)."""
     birth = _birth_date(value) if is_valid_resident_id(value) else None

@@ -436,7 +436,8 @@ def declared_k(df: pd.DataFrame, policy: Policy) -> int:
     declared = list(df.attrs.get(policy["deidentified_quasi_identifiers"]["attribute"]) or [])
     if not declared or any(q not in df for q in declared):
         return 0
-    return k_of(df, declared)
+    subject = policy["deidentified_date_shift"]["subject"]
+    return k_of(df, declared, subject if subject in df else None)
 
 
 def prepare_deidentified(df: pd.DataFrame, policy: Policy,

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from seqlife.exceptions import PolicyFileError
-from seqlife.ids import is_valid_resident_id
+from seqlife.ids import is_valid_old_resident_id, is_valid_resident_id
 from seqlife.policy import POLICY_DIR, load_policy
 
 STAGE = "classify_detectors"
@@ -39,7 +39,7 @@ STAGE = "classify_detectors"
 SPECIFICITY: tuple[str, ...] = (
     "resident_id", "mobile", "email", "medical_record_no", "insurance_no", "icd10", "date",
     "postcode", "landline", "person_name", "address", "employer", "region", "sex",
-    "diagnosis_text", "identifier_code", "free_text", "numeric_measure",
+    "diagnosis_text", "identifier_code", "age", "stay_days", "free_text", "numeric_measure",
 )  # fmt: skip
 DETECTOR_NAMES: frozenset[str] = frozenset(SPECIFICITY)
 
@@ -56,14 +56,14 @@ _KINDS = ("regex", "date", "person_name", "address", "vocabulary", "free_text", 
 _COMMON_FIELDS = frozenset({"kind", "name_hints", "min_share", "hint_min_share", "weight"})
 _KIND_FIELDS: dict[str, frozenset[str]] = {
     "regex": frozenset({"pattern", "patterns", "validator", "categories", "weight_when_all_match",
-                        "hint_patterns", "min_distinct_share"}),
+                        "hint_patterns", "min_distinct_share", "hint_only"}),
     "date": frozenset({"pattern", "patterns", "min_year", "max_year"}),
     "person_name": frozenset({"surnames", "double_surnames", "exclude_suffixes", "min_length",
                               "max_length"}),
     "address": frozenset({"pattern", "patterns"}),
     "vocabulary": frozenset({"values", "max_distinct", "hint_values"}),
     "free_text": frozenset({"min_length", "min_mean_length", "min_distinct_share", "separators"}),
-    "numeric": frozenset({"pattern", "patterns", "code_max_distinct"}),
+    "numeric": frozenset({"pattern", "patterns", "code_max_distinct", "whole_numbers_need_hint"}),
 }  # fmt: skip
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff"
 _CJK_ONLY = re.compile(f"[{_CJK}]+")
@@ -108,6 +108,9 @@ class Detector:
     #: numeric: whole numbers with at most this many distinct values are codes (sex 1/2, yes/no
     #: 0/1), not measures; they stay unrecognised for a steward to label
     code_max_distinct: int = 0
+    #: numeric: whole-number columns (ages, years, days, bed or serial numbers) count as measures
+    #: only when the column name says so
+    whole_numbers_need_hint: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,6 +174,8 @@ def _compile(name: str, spec: Any, clause: str, source: str) -> Detector:
         if "hint_patterns" in spec:
             loose = _alternation(_strings(spec, "hint_patterns", where), where).fullmatch
             hint_matches = lambda v: matches(v) or loose(v) is not None  # noqa: E731
+        if spec.get("hint_only", False):  # the values alone prove nothing: only with the name
+            hint_matches, matches = matches, (lambda v: False)
         return Detector(**common, matches=matches, hint_matches=hint_matches,
                         weight_when_all_match=None if all_match is None
                         else _fraction(spec, "weight_when_all_match", where),
@@ -199,7 +204,8 @@ def _compile(name: str, spec: Any, clause: str, source: str) -> Detector:
                         min_distinct_share=_fraction(spec, "min_distinct_share", where, 0.0))
     fullmatch = _alternation(_patterns(spec, where), where).fullmatch  # numeric
     return Detector(**common, matches=fullmatch,
-                    code_max_distinct=_integer(spec, "code_max_distinct", where, 0))
+                    code_max_distinct=_integer(spec, "code_max_distinct", where, 0),
+                    whole_numbers_need_hint=bool(spec.get("whole_numbers_need_hint", False)))
 
 
 def _required(spec: Mapping[str, Any], key: str, where: str) -> Any:
@@ -270,7 +276,8 @@ def _icd10_categories(spec: Mapping[str, Any], where: str) -> Callable[[str], bo
 
 
 _VALIDATORS: dict[str, Callable[[Mapping[str, Any], str], Callable[[str], bool]]] = {
-    "resident_id_check_digit": lambda spec, where: is_valid_resident_id,
+    "resident_id_check_digit": lambda spec, where: (
+        lambda v: is_valid_resident_id(v) or is_valid_old_resident_id(v)),
     "icd10_category": _icd10_categories,
 }
 
@@ -550,6 +557,16 @@ def _column_gate(detector: Detector, texts: Sequence[str]) -> bool:
     return True
 
 
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_TRAILING_ZEROS = re.compile(r"([+-]?[0-9]+)\.0+")
+
+
+def _whole(text: str) -> str:
+    """'18261973069.0' -> '18261973069': a whole number written as a float is its digits."""
+    found = _TRAILING_ZEROS.fullmatch(text)
+    return found.group(1) if found else text
+
+
 def _is_code(detector: Detector, texts: Sequence[str]) -> bool:
     """Whole numbers with few distinct values (1/2, 0/1/9) are category codes, not measures."""
     if not detector.code_max_distinct:
@@ -600,11 +617,15 @@ def detect_column(
     if kind == "float":
         measures = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
         numeric = detectors["numeric_measure"]
-        if not measures or _is_code(numeric, [str(v) for v in measures]):
+        if not measures:
             return []
-        return [_finding(numeric, len(measures), len(measures), hinted["numeric_measure"])]
+        if not all(float(v).is_integer() for v in measures):
+            return [_finding(numeric, len(measures), len(measures), hinted["numeric_measure"])]
+        # Whole numbers stored as floats (a phone or ID column with blanks, exported through
+        # pandas or Excel) are tested as the digits they are, like an integer column.
+        values, kind = [int(v) for v in measures], "integer"
 
-    texts = [text for text in map(_text, values) if text]
+    texts = [_whole(text) for text in map(_text, values) if text]
     if not texts:
         return []
     findings: list[Finding] = []
@@ -619,8 +640,10 @@ def detect_column(
         if _passes(detector, matched, len(texts), hinted[detector.name]) and \
                 _column_gate(detector, texts):
             findings.append(_finding(detector, matched, len(texts), hinted[detector.name]))
+    whole = kind == "integer" or all(_WHOLE.fullmatch(t) for t in texts)
     if not findings:  # a measure is a number that no identifier detector explains
-        for detector in (d for d in numeric_detectors if not _is_code(d, texts)):
+        for detector in (d for d in numeric_detectors if not _is_code(d, texts)
+                         and not (whole and d.whole_numbers_need_hint and not hinted[d.name])):
             matched = len(texts) if kind == "integer" else \
                 sum(1 for text in texts if detector.matches(text))
             if _passes(detector, matched, len(texts), hinted[detector.name]):

@@ -34,7 +34,8 @@ from seqlife.policy import DATA_CATALOG, Policy, load_policy
 REQUIRED_RULES = frozenset({
     "categories", "detector_labels", "unclassified", "genomic_content", "identifying_header_fields",
     "standard_vcf_meta", "special_disease_grade", "tier_by_grade", "confidentiality_by_grade",
-    "important_data", "controls_by_grade", "sample_size", "birth_date"})
+    "important_data", "controls_by_grade", "sample_size", "birth_date",
+    "header_looks_like_data"})
 ICD10_REFERENCE = DATA_CATALOG / "reference" / "icd10.csv"
 HEADER_PREFIX_BYTES = 8 << 20  # a header larger than this is refused rather than read unbounded
 
@@ -117,9 +118,24 @@ def special_disease_rows(codes: Iterable[object], special: Mapping[str, str]) ->
     return count, tuple(sorted(groups))
 
 
+def check_header(file: str, names: Sequence[str], detectors: DetectorSet, policy: Policy) -> None:
+    """Refuse a table whose column names look like a patient's values (exported without its
+    header row): they would become labels, report lines and release column names."""
+    tests = [detectors[name].matches for name in policy["header_looks_like_data"]]
+    positions = [i + 1 for i, name in enumerate(names)
+                 if any(test(str(name).strip()) for test in tests)]
+    if positions:
+        raise ClassificationError(
+            f"{file}: the column names at position(s) {positions} look like a patient's values "
+            "(an ID, a phone, a record number, a date): the table seems to have been exported "
+            "without its header row. Export it with column names; nothing was classified "
+            f"({policy.clause('header_looks_like_data')}).")
+
+
 def label_table(file: str, columns: Mapping[str, Any], detectors: DetectorSet, policy: Policy,
                 special: Mapping[str, str]) -> tuple[list[FieldLabel], int, tuple[str, ...]]:
     """Label every column by content; grade the ICD-10 column 5 where rows touch special diseases."""
+    check_header(file, list(columns), detectors, policy)
     labels, special_count, groups = [], 0, ()
     for name, column in columns.items():
         finding = best_finding(detect_column(name, column, detectors,

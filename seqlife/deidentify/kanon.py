@@ -73,7 +73,8 @@ class KAnonResult:
 class _Evaluation:
     suppressed: int
     class_keys: np.ndarray       # sorted class keys (or dense ids) ...
-    sizes: np.ndarray            # ... their sizes ...
+    sizes: np.ndarray            # ... their sizes in rows ...
+    members: np.ndarray          # ... and in people (distinct subjects; = sizes, one row each)
     bad: np.ndarray              # ... and whether the class is suppressed
     distinct: np.ndarray | None  # distinct sensitive values per class
     row_key: np.ndarray          # key of every row
@@ -84,7 +85,7 @@ class _Lattice:
 
     def __init__(self, df: pd.DataFrame, qis: Sequence[str], hierarchies: Mapping[str, Hierarchy],
                  k: int, l: int | None, sensitive: str | None,
-                 weights: np.ndarray | None = None) -> None:
+                 weights: np.ndarray | None = None, subject: str | None = None) -> None:
         self.n = len(df)
         self.weights = weights  # rows each row stands for (aggregated input), or one each
         self.k, self.l = k, l
@@ -119,6 +120,13 @@ class _Lattice:
             self.generalised.append(values)
         self.sensitive: np.ndarray | None = None
         self.sensitive_card = 1
+        # Several rows of one person count once: k is about people, not rows.
+        self.subjects: np.ndarray | None = None
+        self.subject_card = 1
+        if subject is not None:
+            codes, uniques = pd.factorize(df[subject], use_na_sentinel=False)
+            if len(uniques) < self.n:
+                self.subjects, self.subject_card = codes.astype(np.int64), len(uniques)
         if sensitive is not None:
             scodes, suniques = pd.factorize(df[sensitive], use_na_sentinel=False)
             self.sensitive, self.sensitive_card = scodes.astype(np.int64), max(len(suniques), 1)
@@ -160,7 +168,12 @@ class _Lattice:
             sizes = counts[class_keys]
         else:
             class_keys, sizes = np.unique(key, return_counts=True)
-        bad = sizes < self.k
+        members = sizes
+        if self.subjects is not None:
+            dense = np.searchsorted(class_keys, key)
+            pairs = np.unique(dense * self.subject_card + self.subjects)
+            members = np.bincount(pairs // self.subject_card, minlength=len(class_keys))
+        bad = members < self.k
         distinct = None
         if self.sensitive is not None and self.n:
             if card * self.sensitive_card >= _KEY_LIMIT:
@@ -175,7 +188,7 @@ class _Lattice:
             if self.l:
                 bad |= distinct < self.l
         suppressed = int(sizes[bad].sum())
-        return _Evaluation(suppressed, class_keys, sizes, bad, distinct, key)
+        return _Evaluation(suppressed, class_keys, sizes, members, bad, distinct, key)
 
     def table(self, df: pd.DataFrame, node: Sequence[int], evaluation: _Evaluation
               ) -> pd.DataFrame:
@@ -216,12 +229,13 @@ def _best_k_within(evaluation: _Evaluation, l: int | None, budget: int) -> int:
     Classes failing l-diversity are suppressed whatever k is; of the others, the smallest are
     suppressed first, and k is then the smallest class kept. 0 when nothing can be kept.
     """
-    sizes = evaluation.sizes
+    sizes, members = evaluation.sizes, evaluation.members
     failing_l = (np.zeros(len(sizes), dtype=bool) if evaluation.distinct is None or not l
                  else evaluation.distinct < l)
     forced = int(sizes[failing_l].sum())
-    ordered = np.sort(sizes[~failing_l])
-    removed = forced + np.concatenate([[0], np.cumsum(ordered)])
+    order = np.argsort(members[~failing_l], kind="stable")
+    ordered, rows = members[~failing_l][order], sizes[~failing_l][order]
+    removed = forced + np.concatenate([[0], np.cumsum(rows)])
     reachable = [int(size) for j, size in enumerate(ordered) if removed[j] <= budget]
     return max(reachable, default=0)
 
@@ -254,7 +268,8 @@ def _validate(df: pd.DataFrame, qis: Sequence[str], hierarchies: Mapping[str, Hi
 
 def anonymise(df: pd.DataFrame, quasi_identifiers: list[str], hierarchies: dict[str, Hierarchy],
               k: int = 5, max_suppression: float = 0.05, sensitive: str | None = None,
-              l: int | None = None, weights: str | None = None) -> KAnonResult:
+              l: int | None = None, weights: str | None = None,
+              subject: str | None = None) -> KAnonResult:
     """Generalise ``quasi_identifiers`` to the least-loss k-anonymous node (see module docstring).
 
     Args:
@@ -269,6 +284,9 @@ def anonymise(df: pd.DataFrame, quasi_identifiers: list[str], hierarchies: dict[
         weights: column holding how many rows each row stands for, when ``df`` is the table
             aggregated by its quasi-identifiers (and sensitive column); counts, budget and loss
             are then those of the full table (see ``seqlife.deidentify.streaming``).
+        subject: column identifying the person of each row: a class must then hold ``k``
+            distinct people (a patient with five rows is one person, not five); the budget still
+            counts rows.
 
     Returns:
         The generalised table (suppressed rows removed, index kept) with its levels and loss.
@@ -282,7 +300,11 @@ def anonymise(df: pd.DataFrame, quasi_identifiers: list[str], hierarchies: dict[
     counts = df[weights].to_numpy(dtype=np.int64) if weights is not None else None
     n = int(counts.sum()) if counts is not None else len(df)
     budget = int(math.floor(float(max_suppression) * n + 1e-9))
-    lattice = _Lattice(df, qis, hierarchies, int(k), l, sensitive, counts)
+    if subject is not None and weights is not None:
+        raise DeidentificationError("Counting people needs the rows, not aggregated counts.")
+    if subject is not None and subject not in df.columns:
+        raise DeidentificationError(f"Subject column '{subject}' is not in the table.")
+    lattice = _Lattice(df, qis, hierarchies, int(k), l, sensitive, counts, subject)
     heights = tuple(lattice.heights)
     shape = tuple(h + 1 for h in heights)
     size = math.prod(shape)
@@ -358,7 +380,7 @@ def anonymise(df: pd.DataFrame, quasi_identifiers: list[str], hierarchies: dict[
     _, suppressed, node = best
     nodes_evaluated = lattice.evaluated
     chosen = lattice.evaluate(node)  # again, for its classes and row keys
-    kept = chosen.sizes[~chosen.bad]
+    kept = chosen.members[~chosen.bad]
     released = n - suppressed
     classes = int(len(kept))
     k_achieved = int(kept.min()) if classes else 0
@@ -387,11 +409,14 @@ def anonymise(df: pd.DataFrame, quasi_identifiers: list[str], hierarchies: dict[
     )
 
 
-def class_sizes(df: pd.DataFrame, quasi_identifiers: Sequence[str]) -> np.ndarray:
-    """Size of every row's class (rows sharing all quasi-identifier values; missing is a value)."""
+def class_sizes(df: pd.DataFrame, quasi_identifiers: Sequence[str],
+                subject: str | None = None) -> np.ndarray:
+    """Size of every row's class (rows sharing all quasi-identifier values; missing is a value),
+    counted in distinct ``subject`` values (people) when that column is named."""
     n = len(df)
     if not quasi_identifiers:
-        return np.full(n, n, dtype=np.int64)
+        people = df[subject].nunique(dropna=False) if subject is not None else n
+        return np.full(n, people, dtype=np.int64)
     key = np.zeros(n, dtype=np.int64)
     card = 1
     for q in quasi_identifiers:
@@ -403,11 +428,18 @@ def class_sizes(df: pd.DataFrame, quasi_identifiers: Sequence[str]) -> np.ndarra
         key = key * c + codes
         card *= c
     _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    return counts[inverse.reshape(-1)]
+    inverse = inverse.reshape(-1)
+    if subject is not None:
+        people, _ = pd.factorize(df[subject], use_na_sentinel=False)
+        pairs = np.unique(inverse.astype(np.int64) * max(int(people.max(initial=0)) + 1, 1) + people)
+        counts = np.bincount(pairs // max(int(people.max(initial=0)) + 1, 1),
+                             minlength=len(counts))
+    return counts[inverse]
 
 
-def k_of(df: pd.DataFrame, quasi_identifiers: Sequence[str]) -> int:
-    """Minimum class size over the quasi-identifiers (0 for an empty table)."""
+def k_of(df: pd.DataFrame, quasi_identifiers: Sequence[str], subject: str | None = None) -> int:
+    """Minimum class size over the quasi-identifiers, in people when ``subject`` is named (0 for
+    an empty table)."""
     if len(df) == 0:
         return 0
-    return int(class_sizes(df, quasi_identifiers).min())
+    return int(class_sizes(df, quasi_identifiers, subject).min())

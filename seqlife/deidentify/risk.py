@@ -88,7 +88,7 @@ def assess(deidentified: pd.DataFrame, quasi_identifiers: list[str],
            raw_generalise: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
            population: pd.DataFrame | None = None, threshold_class: int = 5,
            attack_columns: Sequence[str] | None = None,
-           attacked: pd.DataFrame | None = None) -> RiskReport:
+           attacked: pd.DataFrame | None = None, subject: str | None = None) -> RiskReport:
     """Compute the re-identification metrics of a release.
 
     Args:
@@ -104,6 +104,8 @@ def assess(deidentified: pd.DataFrame, quasi_identifiers: list[str],
             quasi-identifiers when None).
         attacked: the release as the attacker matches it (same rows as ``deidentified``; dates
             at the precision the attacker knows them); ``deidentified`` when None.
+        subject: column identifying each row's person (in the release and in ``raw``): classes
+            are then counted in people, so five rows of one patient are one person, not five.
     """
     qis = list(quasi_identifiers)
     frames = [deidentified]
@@ -119,12 +121,15 @@ def assess(deidentified: pd.DataFrame, quasi_identifiers: list[str],
         raw_view = raw_generalise(raw) if raw_generalise is not None else raw
         linkage, unique = linkage_attack(deidentified if attacked is None else attacked, raw_view,
                                          list(attack_columns) if attack_columns is not None
-                                         else qis)
+                                         else qis, subject)
     if n == 0:
         return RiskReport(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, linkage, unique, thresholds)
 
     class_keys, inverse, sizes = np.unique(released, return_inverse=True, return_counts=True)
-    per_record = sizes[inverse.reshape(-1)]
+    inverse = inverse.reshape(-1)
+    if subject is not None:
+        sizes = _people_per_class(inverse, deidentified[subject], len(class_keys))
+    per_record = sizes[inverse]
     population_sizes = sizes
     if population is not None and len(keys[-1]):
         pop_keys, pop_sizes = np.unique(keys[-1], return_counts=True)
@@ -134,34 +139,58 @@ def assess(deidentified: pd.DataFrame, quasi_identifiers: list[str],
         population_sizes = np.maximum(matched, sizes)
     return RiskReport(
         prosecutor_max=float(1.0 / per_record.min()),
-        prosecutor_avg=float(len(class_keys) / n),
+        prosecutor_avg=float(np.mean(1.0 / per_record)),
         records_at_risk=float(np.mean(per_record < threshold_class)),
         uniqueness=float(np.mean(per_record == 1)),
         journalist_max=float(1.0 / population_sizes.min()),
-        marketer=float(np.sum(sizes / population_sizes) / n),
+        marketer=float(np.mean((sizes / population_sizes)[inverse] / per_record)),
         linkage_reidentified=linkage,
         linkage_unique=unique,
         thresholds=thresholds,
     )
 
 
-def linkage_attack(released: pd.DataFrame, raw: pd.DataFrame, columns: list[str]
-                   ) -> tuple[float, float]:
+def _people_per_class(classes: np.ndarray, subjects: pd.Series, count: int) -> np.ndarray:
+    """Distinct people in each class (``classes``: each row's class index)."""
+    people, uniques = pd.factorize(subjects, use_na_sentinel=False)
+    width = max(len(uniques), 1)
+    pairs = np.unique(classes.astype(np.int64) * width + people)
+    return np.bincount(pairs // width, minlength=count)
+
+
+def linkage_attack(released: pd.DataFrame, raw: pd.DataFrame, columns: list[str],
+                   subject: str | None = None) -> tuple[float, float]:
     """(expected share of raw records correctly re-identified, share matching exactly one).
 
-    ``raw`` is the raw table with the attacker's attributes generalised as released; its index
-    says which released row (same index label) each raw record became, if it was not suppressed.
+    ``raw`` is the raw table with the attacker's attributes generalised as released. Without
+    ``subject``, its index says which released row (same index label) each raw record became;
+    with it, a raw record is re-identified when its person is among the people of the released
+    rows it matches, with probability 1 / (people matched).
     """
     if len(raw) == 0:
         return 0.0, 0.0
     released_keys, raw_keys = _joint_keys([released, raw], columns)
-    class_keys, sizes = np.unique(released_keys, return_counts=True)
+    class_keys, inverse, sizes = np.unique(released_keys, return_inverse=True, return_counts=True)
     if len(class_keys) == 0:
         return 0.0, 0.0
+    inverse = inverse.reshape(-1)
     where = np.minimum(np.searchsorted(class_keys, raw_keys), len(class_keys) - 1)
-    matches = np.where(class_keys[where] == raw_keys, sizes[where], 0)
-    position = released.index.get_indexer(raw.index)  # -1: suppressed, not released
-    is_own = (position >= 0) & (released_keys[np.maximum(position, 0)] == raw_keys)
+    found = class_keys[where] == raw_keys
+    if subject is None:
+        matches = np.where(found, sizes[where], 0)
+        position = released.index.get_indexer(raw.index)  # -1: suppressed, not released
+        is_own = (position >= 0) & (released_keys[np.maximum(position, 0)] == raw_keys)
+    else:
+        people_codes, uniques = pd.factorize(
+            pd.concat([released[subject], raw[subject]], ignore_index=True),
+            use_na_sentinel=False)
+        width = max(len(uniques), 1)
+        people = _people_per_class(inverse, pd.Series(people_codes[:len(released)]),
+                                   len(class_keys))
+        matches = np.where(found, people[where], 0)
+        released_pairs = np.unique(inverse.astype(np.int64) * width + people_codes[:len(released)])
+        raw_pairs = where.astype(np.int64) * width + people_codes[len(released):]
+        is_own = found & np.isin(raw_pairs, released_pairs)
     expected = np.where(is_own & (matches > 0), 1.0 / np.maximum(matches, 1), 0.0)
     return float(expected.mean()), float(np.mean(matches == 1))
 

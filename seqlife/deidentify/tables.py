@@ -163,6 +163,7 @@ class ColumnPlan:
     employers: tuple[str, ...]
     sexes: tuple[str, ...]
     diagnoses: tuple[str, ...]
+    other_quasi: tuple[tuple[str, str], ...]  # (column, role): ages, stays given as columns
     deleted: tuple[str, ...]
     kept: tuple[str, ...]
 
@@ -227,20 +228,42 @@ def plan_columns(df: pd.DataFrame, roles: Mapping[str, ColumnRole], policy: Poli
     regions = buckets.get("region", [])
     area_from = _finest_region(df, regions, populations)
     dates = tuple(buckets.get("dates", []))
+    special = {"region", "postcode", "employer", "sex", *policy["diagnosis"]["roles"]}
+    other_quasi = tuple((c, role) for role in quasi_roles - special
+                        for c in buckets.get(role, []))
+    _refuse_name_collisions(df, policy, subjects[0], births, dates, area_from)
     plan = ColumnPlan(
         subject=subjects[0], birth=births[0] if births else None, dates=dates,
         anchor=_anchor(df, dates), postcodes=tuple(buckets.get("postcode", [])),
         area_from=area_from, regions_dropped=tuple(r for r in regions if r != area_from),
         employers=tuple(buckets.get("employer", [])), sexes=tuple(buckets.get("sex", [])),
         diagnoses=tuple(c for r in policy["diagnosis"]["roles"] for c in buckets.get(r, [])),
-        deleted=tuple(buckets.get("deleted", [])), kept=tuple(buckets.get("kept", [])))
+        other_quasi=other_quasi, deleted=tuple(buckets.get("deleted", [])),
+        kept=tuple(buckets.get("kept", [])))
     if not (plan.birth or len(plan.dates) > 1 or plan.postcodes or plan.area_from
-            or plan.employers or plan.sexes or plan.diagnoses):
+            or plan.employers or plan.sexes or plan.diagnoses or plan.other_quasi):
         raise UndecidedColumns({"(quasi-identifiers)": (
             "the table is about people but no column is a quasi-identifier (sex, age, area, "
             "postcode, employer, diagnosis, intervals); a re-identification test over nothing "
             "proves nothing: check the classification of this table")})
     return plan
+
+
+def _refuse_name_collisions(df: pd.DataFrame, policy: Policy, subject: str, births: Sequence[str],
+                            dates: Sequence[str], area_from: str | None) -> None:
+    """A delivered column may not carry a name the release gives a derived column (the
+    surrogate, the age, the area, an interval): it would overwrite it, or be overwritten."""
+    made = {policy["linkage_identifier"]["column"]: subject}
+    if births and dates:
+        made[policy["birth_date"]["column"]] = births[0]
+    if area_from is not None:
+        made[policy["area"]["column"]] = area_from
+    made.update({f"{d}{policy['intervals']['suffix']}": d for d in dates})
+    clashes = {name: (f"its name is the one the release gives a derived column (made from "
+                      f"'{source}'); rename it or label it so it is deleted")
+               for name, source in made.items() if name in df.columns and name != source}
+    if clashes:
+        raise UndecidedColumns(clashes)
 
 
 def _finest_region(df: pd.DataFrame, regions: Sequence[str], populations: Populations
@@ -384,6 +407,9 @@ def transform_table(df: pd.DataFrame, roles: Mapping[str, ColumnRole], policy: P
     for column in plan.diagnoses:
         out[column] = df[column]
         qis[column] = hierarchy_of[roles[column].detector]
+    for column, role in plan.other_quasi:
+        out[column] = df[column]
+        qis[column] = hierarchy_of[role]
     for column in plan.kept:
         out[column] = df[column]
     for column in out.columns:
@@ -428,15 +454,17 @@ def attacker_model(policy: Policy, transform: TableTransform, roles: Mapping[str
     by_role: dict[str, list[str]] = {}
     for column in qis:
         role = roles.get(column)
-        by_role.setdefault(role.detector if role else column, []).append(column)
+        if role is not None:  # derived columns (age, area, intervals) have no delivered role
+            by_role.setdefault(role.detector, []).append(column)
     area = policy["area"]["column"]
     sources = {
         "sex": by_role.get("sex", []),
-        "age": [c for c in (policy["birth_date"]["column"],) if c in qis],
+        "age": [c for c in (policy["birth_date"]["column"],) if c in qis] + by_role.get("age", []),
         "area": [c for c in qis if c == area or (roles.get(c) and roles[c].detector == "postcode")],
         "diagnosis": [c for r in policy["diagnosis"]["roles"] for c in by_role.get(r, [])],
         "admission_month": [transform.anchor_date] if transform.anchor_date in columns else [],
-        "length_of_stay": [c for c in transform.intervals if c in columns],
+        "length_of_stay": [c for c in transform.intervals if c in columns]
+        + by_role.get("stay_days", []),
         "employer": by_role.get("employer", []),
     }
     knows = tuple(policy["attacker"]["knows"])
@@ -480,10 +508,11 @@ def deidentify_table(df: pd.DataFrame, roles: Mapping[str, ColumnRole], policy: 
             f"l-diversity is asked on '{sensitive[0]}', which is also a quasi-identifier; remove "
             "its role from quasi_identifiers.roles or set l to 1 (deidentify.yaml).")
     chosen = {q: _named(hierarchies, h, q) for q, h in qi_hierarchy.items()}
+    person = transform.surrogate_column  # k counts people: a patient's rows are one person
     result = anonymise(transformed, qis, chosen, k=int(policy["k"]),
                        max_suppression=float(policy["max_suppression"]),
                        sensitive=sensitive[0] if use_l else None,
-                       l=int(diversity["l"]) if use_l else None)
+                       l=int(diversity["l"]) if use_l else None, subject=person)
     anchor = transform.anchor_date
     anchor_level = result.levels.get(anchor, 0) if anchor else 0
     withheld = tuple(d for q, d in transform.intervals.items()
@@ -493,16 +522,18 @@ def deidentify_table(df: pd.DataFrame, roles: Mapping[str, ColumnRole], policy: 
                                   roles[q].detector in policy["diagnosis"]["roles"]],
                        int(policy["small_cells"]))
     attacker = attacker_model(policy, transform, roles, list(released.columns))
-    attack = [c for cols in attacker.matched.values() for c in cols]
+    attack = list(dict.fromkeys(c for cols in attacker.matched.values() for c in cols))
     # The attacker knows the admission month: the anchor is matched at month level (level 1 of
     # its hierarchy) or at the coarser level the search released it at; the raw side carries
     # the true dates, the release the shifted ones.
     levels = {q: lv for q, lv in result.levels.items() if q in attack}
     if attacker.month_of is not None:
         levels[attacker.month_of] = max(1, anchor_level)
-    attacked = apply_levels(transformed.loc[released.index], chosen, levels)[attack]
-    report = assess(released, qis, raw=apply_levels(unshifted, chosen, levels)[attack],
-                    threshold_class=int(policy["k"]), attack_columns=attack, attacked=attacked)
+    seen = [*attack, person]
+    attacked = apply_levels(transformed.loc[released.index], chosen, levels)[seen]
+    report = assess(released, qis, raw=apply_levels(unshifted, chosen, levels)[seen],
+                    threshold_class=int(policy["k"]), attack_columns=attack, attacked=attacked,
+                    subject=person)
     check(report, policy["risk_limits"])
     shifts = {}
     for column in transform.shifted:

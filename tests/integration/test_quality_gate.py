@@ -191,6 +191,13 @@ def nothing_declared(policy: Policy) -> pd.DataFrame:
     return prepare_deidentified(_deidentified_rows(), policy)
 
 
+def one_person_many_rows(policy: Policy) -> pd.DataFrame:
+    """Five rows in one class, but all of one patient: one person, not five (§10.2 e)."""
+    df = deidentified_table()
+    df.loc[0:4, "subject"] = df.at[0, "subject"]
+    return prepare_deidentified(df, policy)
+
+
 def per_row_shift(policy: Policy) -> pd.DataFrame:
     """Subject 0 has two rows; its second row's dates moved by another offset (§10.2 c 3)."""
     df = deidentified_table()
@@ -278,12 +285,15 @@ CASES = [
                  "expect_column_values_to_not_match_regex", "contact", ["wang.secret"],
                  "deidentified_no_identifiers", id="e-mail address left in a column"),
     pytest.param("deidentified", changed(deidentified_table, postcode={9: "999111"}),
-                 "expect_quasi_identifiers_to_be_k_anonymous", "age, sex, postcode, area",
+                 "expect_quasi_identifiers_to_be_k_anonymous", "age, sex, postcode, area, subject",
                  ["999111"], "deidentified_quasi_identifiers", id="not 5-anonymous"),
     pytest.param("deidentified", one_quasi_identifier,
-                 "expect_quasi_identifiers_to_be_k_anonymous", "sex", [],
+                 "expect_quasi_identifiers_to_be_k_anonymous", "sex, subject", [],
                  "deidentified_quasi_identifiers",
                  id="not 5-anonymous on a single quasi-identifier"),
+    pytest.param("deidentified", one_person_many_rows,
+                 "expect_quasi_identifiers_to_be_k_anonymous", "age, sex, postcode, area, subject",
+                 [], "deidentified_quasi_identifiers", id="five rows of one patient are one person"),
     pytest.param("deidentified", nothing_declared, "expect_column_to_exist",
                  "(no quasi-identifiers declared)", [], "deidentified_quasi_identifiers",
                  id="no quasi-identifiers declared"),

@@ -134,7 +134,9 @@ def test_csv_typed_columns_integers_are_read_as_digits(clinical: pa.Table) -> No
     postcodes = pa.chunked_array([[int(v) for v in clinical.column("postcode").to_pylist()]])
     assert best("c1", mobiles) == "mobile"
     assert best("c2", postcodes) == "postcode"
-    assert best("c3", pa.chunked_array([[12, 40, 7, 160, 33, 52]])) == "numeric_measure"
+    counts = pa.chunked_array([[12, 40, 7, 160, 33, 52]])
+    assert best("c3", counts) is None  # whole numbers: an age, a year, a bed number? a steward says
+    assert best("lab_count", counts) == "numeric_measure"
 
 
 @pytest.mark.parametrize("values", [[1, 2, 2, 1, 1], [1.0, 2.0, 1.0], ["0", "1", "9", "1"]])
@@ -145,12 +147,14 @@ def test_whole_numbers_with_few_distinct_values_are_codes_left_for_a_steward(val
     assert best("xb", pa.chunked_array([[1, 2, 2, 1, 1]])) == "sex"  # the name says what 1/2 are
 
 
-def test_float_columns_are_only_measures_never_postcodes_or_phones() -> None:
-    """§6.1 Table 1: a float is a measurement; postcode and mobile checks do not fire on floats."""
-    for values in ([100080.0, 310013.0, 610041.0, 200000.0, 518000.0],
-                   [13812345678.0, 15900001111.0, 13700000000.0, 18900000001.0, 13600000002.0]):
-        findings = detect_column("postcode_mobile", pa.array(values, pa.float64()), DETECTORS)
-        assert [f.detector for f in findings] == ["numeric_measure"]
+def test_whole_number_floats_are_tested_as_digits_and_decimals_are_measures() -> None:
+    """GB/T 39725 §10.2 a: a phone or postcode column stored as floats (blanks in a pandas or
+    Excel export) is still a phone or a postcode; numbers with decimals are measurements."""
+    assert best("c1", pa.array([100080.0, 310013.0, 610041.0, 200000.0, 518000.0])) == "postcode"
+    phones = [13812345678.0, 15900001111.0, 13700000000.0, 18900000001.0, 13600000002.0]
+    assert best("c2", pa.array(phones, pa.float64())) == "mobile"
+    assert best("c3", pa.chunked_array([[str(p) for p in phones]])) == "mobile"  # '1382….0' text
+    assert best("c4", pa.array([135.5, 121.0, 140.2])) == "numeric_measure"
 
 
 def test_arrow_date_and_timestamp_columns_are_dates_with_full_share() -> None:
@@ -271,7 +275,7 @@ def test_findings_are_ordered_by_confidence_then_specificity() -> None:
     ties = [Finding("free_text", 1, 1, 1.0, 0.5, False), Finding("mobile", 1, 1, 1.0, 0.5, False)]
     assert best_finding(ties).detector == "mobile"
     assert best_finding([]) is None
-    assert DETECTOR_NAMES == set(SPECIFICITY) and len(SPECIFICITY) == 18
+    assert DETECTOR_NAMES == set(SPECIFICITY) and len(SPECIFICITY) == 20
 
 
 @pytest.mark.parametrize("column", [[], [None, None], pa.array([None, None]), ["  ", ""],

@@ -390,3 +390,76 @@ def test_hand_made_exports_are_classified_by_content_never_as_harmless(fixture, 
     by_name = {f.field: f for f in fields}
     for column in personal:
         assert by_name[column].identifier in ("direct", "quasi", "unknown"), column
+
+
+# --- what an attacker tried (review of issue 15): each must stop or be safe ---------------------
+
+
+def _base(n: int = 200) -> pd.DataFrame:
+    return cohort(n, 31)[["mrn", "sex", "birth_date", "admission_date", "discharge_date",
+                          "diagnosis_icd10", "county"]]
+
+
+def _file_mode(tmp_path: Path, df: pd.DataFrame, header: bool = True):
+    src = tmp_path / "in.csv"
+    df.to_csv(src, index=False, header=header)
+    out = tmp_path / "out.csv"
+    return src, out
+
+
+def test_a_table_exported_without_its_header_row_is_refused_without_echoing_it(tmp_path) -> None:
+    """The first patient's values would become column names in labels, reports and the release."""
+    raw = _base()
+    src, out = _file_mode(tmp_path, raw, header=False)
+    with pytest.raises(SeqlifeError, match="without its header row") as caught:
+        deidentify_local_file("table", src, out, project="p", **SECRETS)
+    first = raw.iloc[0]
+    assert first["mrn"] not in caught.value.message and not out.exists()
+
+
+def test_several_rows_of_one_patient_count_as_one_person(tmp_path) -> None:
+    """GB/T 39725 §10.2 e: k counts people. 40 patients with five identical rows each would be
+    40 classes of 5 rows — and of one person each."""
+    raw = _base(40)
+    many = pd.concat([raw] * 5, ignore_index=True).assign(hb=[float(i) + 0.5 for i in range(200)])
+    result = _run(many, _roles(**{c: d for c, d in ROLES.items() if c in many}, hb="numeric_measure",
+                              county="region"))
+    qis = tables.released_quasi_identifiers(result)
+    assert int(class_sizes(result.table, qis, "subject").min()) >= K
+    assert result.risk.prosecutor_max <= POLICY["risk_limits"]["prosecutor_max"]
+
+
+@pytest.mark.parametrize("column, values", [
+    ("phone", lambda n: [f"{13800000000 + 7919 * i}.0" for i in range(n)]),
+    ("old_id", lambda n: [f"1101017609{i % 28 + 1:02d}{i:03d}" for i in range(n)]),
+    ("bed", lambda n: [str(1000 + i) for i in range(n)]),
+    ("age", lambda n: [str(20 + i % 70) for i in range(n)]),
+    ("byear", lambda n: [str(1940 + i % 60) for i in range(n)]),
+    ("los", lambda n: [str(i % 40) for i in range(n)]),
+    ("c8", lambda n: [str(25222 + i) for i in range(n)]),  # Excel serial dates
+])
+def test_numbers_that_identify_are_never_released_as_measures(tmp_path, column, values) -> None:
+    """Phones written as floats, 15-digit IDs, bed numbers, ages, birth years, stays and Excel
+    serial dates: deleted, generalised as quasi-identifiers, or the stage stops — never kept."""
+    raw = _base().drop(columns=["birth_date"])
+    raw[column] = values(len(raw))
+    src, out = _file_mode(tmp_path, raw)
+    try:
+        result = deidentify_local_file("table", src, out, project="p", **SECRETS)
+    except SeqlifeError:
+        assert not out.exists()
+        return
+    release = released(out)
+    kept = set(release.get(column, pd.Series(dtype=object)).dropna().astype(str))
+    assert not kept & set(raw[column]), f"{column} released as it was delivered"
+    qis = result["report"]["kanon"]["quasi_identifiers"]
+    assert int(class_sizes(release, qis, "subject").min()) >= K
+
+
+@pytest.mark.parametrize("name", ["subject", "age", "area", "discharge_date_days"])
+def test_a_delivered_column_named_like_a_derived_one_stops_the_stage(name) -> None:
+    raw = _base().assign(**{name: [str(1000 + i) for i in range(200)]})
+    roles = _roles(**{c: d for c, d in {**ROLES, "county": "region"}.items() if c in raw})
+    roles[name] = tables.ColumnRole("numeric_measure", "none")
+    with pytest.raises(UndecidedColumns, match=f"'{name}': its name is the one the release gives"):
+        _run(raw, roles)

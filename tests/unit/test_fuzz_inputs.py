@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -123,7 +124,8 @@ def test_hostile_csv_cells_parse_or_are_refused_without_echoing_the_value(
     try:
         table = collect.read_table(path, collect.load_schema("clinical"), "clinical.csv")
     except SeqlifeError as error:
-        assert cell.strip() == "" or cell not in error.message
+        counts = re.sub(r"\b\d+ (value|row)", r"\1", error.message)  # counts are not values
+        assert cell.strip() == "" or cell not in counts
         return
     assert table.num_rows == len(rows)
 
