@@ -212,9 +212,12 @@ class LineageRegistry:
         self._lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self._lock_path, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
-            # Every git call in the registry runs under this lock, so an index lock found now was
-            # left by a process killed mid-commit; it would block every later record.
-            (self.root / ".git" / "index.lock").unlink(missing_ok=True)
+            # Every git call in the registry runs under this lock, so a git lock file found now
+            # (index, config, HEAD, a ref) was left by a process killed mid-write; it would block
+            # every later record.
+            git = self.root / ".git"
+            for stale in (*git.glob("*.lock"), *git.glob("refs/**/*.lock")):
+                stale.unlink(missing_ok=True)
             try:
                 yield
             finally:

@@ -98,6 +98,7 @@ def test_a_hospital_export_goes_through_the_lifecycle_after_the_steward_approves
     assert not identifiers & cells
 
 
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_a_map_that_leaves_a_required_role_unfilled_is_refused(resources, cohort: Path) -> None:
     from flows.collect import collect_flow
 

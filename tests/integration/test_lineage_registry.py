@@ -257,12 +257,15 @@ def test_forget_removes_bytes_from_workspace_cache_and_remote_but_keeps_lineage(
         assert not {v.key for v in store.list_versions("dvc/")} & set(freed)
 
 
-def test_an_index_lock_left_by_a_killed_process_does_not_block_the_registry(
-        home: Path, tmp_path: Path) -> None:
-    """A process killed mid-commit leaves git's index.lock; the next run under the registry's
-    own lock clears it and records (GB/T 39725 §11.3.4.5 d: resumes after a crash)."""
+@pytest.mark.parametrize("lock", ["index.lock", "config.lock", "refs/heads/main.lock"])
+def test_a_git_lock_left_by_a_killed_process_does_not_block_the_registry(
+        home: Path, tmp_path: Path, lock: str) -> None:
+    """A process killed mid-commit (or mid config write) leaves a git lock file; the next run
+    under the registry's own lock clears it and records (GB/T 39725 §11.3.4.5 d: resumes after a
+    crash; the fault test once killed destroy while git held config.lock)."""
     registry = LineageRegistry.open(Settings.from_env())
     collect, _ = record_collect_and_deidentify(registry, tmp_path)
-    (registry.root / ".git" / "index.lock").write_text("")
+    (registry.root / ".git" / lock).parent.mkdir(parents=True, exist_ok=True)
+    (registry.root / ".git" / lock).write_text("")
     registry.forget(collect.outputs[0].dataset, collect.outputs[0].version, "test")
     assert (collect.outputs[0].dataset, collect.outputs[0].version) in registry.forgotten()
