@@ -28,6 +28,7 @@ from infra.resources import Resources
 from seqlife import collect
 from seqlife.classify.detectors import date_parser
 from seqlife.deidentify import report as reports
+from seqlife.deidentify import residual
 from seqlife.deidentify import sequencing
 from seqlife.deidentify import tables as rules
 from seqlife.deidentify.errors import DeidentificationError
@@ -83,22 +84,34 @@ def load_source(res: Resources, dataset: str, version: int | None) -> Source:
 
 @task(name="deidentify_table", cache_policy=NO_CACHE)
 def deidentify_table(res: Resources, source: Source, project: str, policy: Policy
-                     ) -> tuple[rules.TableResult, pd.DataFrame]:
+                     ) -> tuple[rules.TableResult, pd.DataFrame, frozenset[str]]:
     """The clinical table through every rule, by the roles of its approved classification, plus
-    the sample sheet for file renaming."""
+    the sample sheet for file renaming and the raw identifiers the outputs are scanned for
+    (held in memory only)."""
     clinical = next(f for f in source.files if f["role"] == "clinical")
     samples = next(f for f in source.files if f["role"] == "samples")
     with tempfile.TemporaryDirectory(dir=res.scratch()) as scratch:
         df = pq.read_table(_fetch(res, clinical, Path(scratch) / "c.parquet")).to_pandas(
             types_mapper=None)
         sample_sheet = pq.read_table(_fetch(res, samples, Path(scratch) / "s.parquet")).to_pandas()
+    roles = rules.roles_from_fields(source.fields, clinical["path"])
     result = rules.deidentify_table(
-        df, rules.roles_from_fields(source.fields, clinical["path"]), policy,
+        df, roles, policy,
         surrogate_secret=res.keys.secret(f"surrogate-{project}"),
         shift_secret=res.keys.secret(f"date-shift-{project}"),
         populations=rules.load_populations(), hierarchies=load_hierarchies(),
         parse_date=date_parser())
-    return result, sample_sheet
+    direct = [c for c, r in roles.items() if r.identifier == "direct"
+              or r.detector in policy["delete_identifiers"]
+              or r.detector == policy["linkage_identifier"]["role"]]
+    identifiers = residual.identifiers_of([(df, direct), (sample_sheet, ["sample_id", "mrn"])])
+    return result, sample_sheet, identifiers
+
+
+@task(name="scan_outputs", cache_policy=NO_CACHE)
+def scan_outputs(files: list[tuple[str, Path, str]], identifiers: frozenset[str]) -> None:
+    """Every output, decompressed and streamed, holds no identifier of a source subject."""
+    residual.check_outputs(files, identifiers)
 
 
 @task(name="scrub_sequencing_file", cache_policy=NO_CACHE, retries=2,
@@ -113,10 +126,13 @@ def scrub_sequencing_file(res: Resources, data_file: dict, sample_map: dict[str,
     relative = f"seq/{new_sample}{suffix}"
     dst = Path(workdir) / relative
     dst.parent.mkdir(parents=True, exist_ok=True)
+    # A lab names samples by its own sample ID, a hospital by the record number: both identify,
+    # and both may stand in a header, a read group, a read name or a tag.
+    identifiers = {**sample_map, **name_map}
     if data_file["format"] == "vcf":
-        report = sequencing.scrub_vcf(src, dst, sample_map, policy["vcf_keep_meta"], index=False)
+        report = sequencing.scrub_vcf(src, dst, identifiers, policy["vcf_keep_meta"], index=False)
     elif data_file["format"] == "bam":
-        report = sequencing.scrub_bam(src, dst, sample_map)
+        report = sequencing.scrub_bam(src, dst, identifiers)
     else:
         report = sequencing.scrub_fastq(src, dst, name_map)
     src.unlink()

@@ -647,14 +647,14 @@ def scrub_bam(src: Path, dst: Path, sample_map: Mapping[str, str], *,
             text = bytes(head[8:text_end])
             new_text, removed, replaced, renamed, id_map = _rewrite_sam_text(
                 text, sample_map, replace_read_groups, label)
-            if id_map:
+            if id_map or _records_name_identifiers(src, sample_map):
                 if not replace_read_groups:
                     raise reader.error("a read-group ID is itself an identifier in the surrogate "
                                        "map, and every record repeats it in its RG tag",
                                        "scrub with replace_read_groups=True, which rewrites the "
                                        "records' RG tags")
                 return _scrub_bam_records(reader, src, dst, new_text, id_map,
-                                          (removed, replaced, renamed))
+                                          (removed, replaced, renamed), sample_map)
             with _Output(dst) as out:
                 refs = bytes(head[text_end:end])
                 header = b"BAM\x01" + _I32.pack(len(new_text)) + new_text + refs
@@ -794,9 +794,44 @@ def _read_group_ids(groups: list[list[list[str]]], sample_map: Mapping[str, str]
     return id_map
 
 
+#: Records looked at to decide whether read names or tags carry identifiers (they follow one
+#: layout per file: the lab's pipeline writes every name the same way).
+RECORDS_SAMPLED = 1000
+
+
+def _token_pattern(sample_map: Mapping[str, str]) -> re.Pattern[str] | None:
+    """One pattern for every identifier of the map, longest first (a sample ID inside a longer
+    one is not cut in two)."""
+    keys = sorted((k for k in sample_map if k), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, keys))) if keys else None
+
+
+def _records_name_identifiers(src: Path, sample_map: Mapping[str, str]) -> bool:
+    """Do the first records' read names or text tags contain an identifier of the map?"""
+    pattern = _token_pattern(sample_map)
+    if pattern is None:
+        return False
+    try:
+        with pysam.AlignmentFile(str(src), "rb", check_sq=False) as bam:
+            for count, read in enumerate(bam.fetch(until_eof=True)):
+                if count >= RECORDS_SAMPLED:
+                    break
+                if pattern.search(read.query_name or "") or any(
+                        isinstance(value, str) and pattern.search(value)
+                        for _, value in read.get_tags()):
+                    return True
+    except (OSError, ValueError):
+        return False  # the block walk reports truncation and corruption with its own words
+    return False
+
+
 def _scrub_bam_records(reader: _BgzfReader, src: Path, dst: Path, text: bytes,
-                       id_map: Mapping[str, str], counts: tuple[int, int, int]) -> ScrubReport:
-    """Slow path: every record decoded by pysam, its RG tag replaced, and written again.
+                       id_map: Mapping[str, str], counts: tuple[int, int, int],
+                       sample_map: Mapping[str, str]) -> ScrubReport:
+    """Slow path: every record decoded by pysam; its RG tag, its read name and every text tag
+    that names a sample or person rewritten through the map (the rest of the name kept: a read
+    name's flowcell, lane and tile coordinates are what duplicate marking needs); then written
+    again.
 
     The input is first walked block by block (without writing), so it is hashed and checked for
     truncation with the same rules as the fast path.
@@ -811,12 +846,25 @@ def _scrub_bam_records(reader: _BgzfReader, src: Path, dst: Path, text: bytes,
             header = pysam.AlignmentHeader.from_references(
                 list(inp.references), list(inp.lengths),
                 text=text.decode("utf-8", "surrogateescape"), add_sq_text=False)
+            pattern = _token_pattern(sample_map)
+
+            def neutral(text: str) -> str:
+                return pattern.sub(lambda m: sample_map[m.group(0)], text) if pattern else text
+
             with pysam.AlignmentFile(str(part), "wb", header=header) as out:
                 for read in inp.fetch(until_eof=True):
                     if read.has_tag("RG"):
                         group = read.get_tag("RG")
                         if group in id_map:
                             read.set_tag("RG", id_map[group], "Z")
+                    name = read.query_name
+                    if name:
+                        read.query_name = neutral(name)
+                    for tag, value, kind in read.get_tags(with_value_type=True):
+                        if isinstance(value, str) and tag != "RG":
+                            changed = neutral(value)
+                            if changed != value:
+                                read.set_tag(tag, changed, kind)
                     out.write(read)
                     records += 1
     except (OSError, ValueError) as exc:
