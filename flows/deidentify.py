@@ -39,7 +39,7 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
     try:
         labels = require_approved_classification(res, dataset, version, "deidentify")
         source = t.load_source(res, dataset, version)
-        table, samples = t.deidentify_table(res, source, project, policy)
+        table, samples, identifiers = t.deidentify_table(res, source, project, policy)
         name = t.output_name(dataset, project)
         quality_policy = load_quality_policy()
         release = declare_release(table.table, quality_policy, released_quasi_identifiers(table))
@@ -70,6 +70,11 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
             for data_file, (relative, path, _) in zip(files, scrubbed):
                 outputs.append((relative, data_file["role"], path,
                                 sample_map[subject_of[data_file["sample_id"]]]))
+            t.scan_outputs([(relative, path, data_file["format"]) for data_file, (relative, path, _)
+                            in zip(files, scrubbed)]
+                           + [(relative, _as_text(path, work), "table")
+                              for relative, _, path, _ in outputs
+                              if relative.endswith(".parquet")], identifiers)
             vcfs = [path for relative, path, _ in scrubbed if relative.endswith(".vcf.gz")]
             if vcfs:
                 frequencies = allele_frequency_summary(vcfs, int(policy["small_cells"]))
@@ -110,6 +115,15 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
                      after_digest=stored["report"]["output"]["manifest_sha256"],
                      policy_hash=policy.content_hash)
     return stored
+
+
+def _as_text(parquet: Path, work: Path) -> Path:
+    """A table output as UTF-8 CSV in scratch, so the identifier scan reads its values."""
+    import pandas as pd
+
+    text = work / f"{parquet.stem}.scan.csv"
+    pd.read_parquet(parquet).to_csv(text, index=False)
+    return text
 
 
 @flow(name="deidentify", log_prints=False)

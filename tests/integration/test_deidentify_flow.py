@@ -87,6 +87,34 @@ def test_release_is_k_anonymous_scrubbed_and_pending_approval(resources: Resourc
     assert json.loads(report_json)["risk"]["passed"] is True
 
 
+def test_no_output_byte_names_a_subject(resources: Resources, approved: str, cohort: Path) -> None:
+    """GB/T 39725 §10.2 a, d: every de-identified output, decompressed byte by byte (BAM, VCF,
+    FASTQ, tables), holds none of the raw record numbers, lab sample IDs, names, resident IDs,
+    phones or e-mail addresses of the source."""
+    import gzip
+
+    from flows.deidentify import deidentify_flow
+
+    deidentify_flow(approved, "p1")
+    with (cohort / "samples.csv").open(encoding="utf-8", newline="") as handle:
+        sample_ids = {row["sample_id"] for row in csv.DictReader(handle)}
+    secret_values = {v.encode() for v in identifiers(cohort) | sample_ids if v}
+    keys = [v.key for v in resources.store.list_versions("03_deidentified/")
+            if "/_" not in v.key]
+    assert any(k.endswith(".bam") for k in keys) and any(k.endswith(".fastq.gz") for k in keys)
+    for key in keys:
+        blob = resources.store.get_bytes(key)
+        if blob[:2] == b"\x1f\x8b":
+            blob = gzip.decompress(blob)
+        elif blob[:4] == b"PAR1":
+            with tempfile.TemporaryDirectory() as scratch:
+                path = Path(scratch) / "t.parquet"
+                path.write_bytes(blob)
+                blob = pd.read_parquet(path).to_csv().encode()
+        leaked = [v for v in secret_values if v in blob]
+        assert not leaked, f"{key} holds {len(leaked)} identifier(s) of the source"
+
+
 def test_committee_approves_and_requester_cannot(resources: Resources, approved: str) -> None:
     from flows.deidentify import deidentify_flow
     from seqlife.deidentify.tables import load_deidentify_policy
