@@ -38,6 +38,7 @@ from seqlife.tableio import read_table_file
 
 REQUIRED_RULES = frozenset(
     {"scenario_scopes", "on_withdrawn", "sequencing_formats", "tables", "raw_zone", "checksum",
+     "index_suffixes", "max_decompression_ratio",
      "table_encodings"})
 SCHEMA_DIR = DATA_CATALOG / "schemas"
 HASH_CHUNK = 1 << 16  # 64 KiB reads: hashlib's sweet spot on this machine (PERF-ANCHORS 2e)
@@ -178,18 +179,28 @@ class FastqBlocks:
         return lines
 
 
-def check_fastq(path: Path, label: str, progress: Progress | None = None) -> FileCheck:
-    """Parse every record of a FASTQ (plain or gzip, multi-member) while hashing the file."""
+def check_fastq(path: Path, label: str, progress: Progress | None = None,
+                max_ratio: float = 0.0) -> FileCheck:
+    """Parse every record of a FASTQ (plain or gzip, multi-member) while hashing the file.
+
+    With ``max_ratio``, a gzip stream that inflates to more than that many times the bytes read
+    so far (past the first MiB) is refused: a decompression bomb never reaches the parser's end.
+    """
     with open(path, "rb") as raw:
         hashing = _HashingReader(raw, progress)
         is_gzip = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
         stream: BinaryIO = gzip.GzipFile(fileobj=hashing, mode="rb") if is_gzip else hashing  # type: ignore[assignment]
-        records, blocks = 0, FastqBlocks(stream)
+        records, blocks, inflated = 0, FastqBlocks(stream), 0
         try:
             for lines in blocks:
                 _check_fastq_lines(lines, label, records)
                 records += len(lines) // 4
+                inflated += sum(map(len, lines)) + len(lines)
+                if is_gzip and max_ratio and inflated > max_ratio * max(hashing.size, 1 << 20):
+                    raise MalformedFile(label, "FASTQ", f"it inflates to more than {max_ratio:g} "
+                                        "times its compressed size (a decompression bomb?); "
+                                        "ask the lab for the original file")
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise MalformedFile(label, "FASTQ", "compressed stream is truncated or corrupt") from exc
         tail = blocks.tail()
@@ -246,14 +257,60 @@ _CHECKERS = {"fastq": check_fastq, "bam": check_bam, "vcf": check_vcf}
 
 
 def check_sequencing_file(path: Path, label: str, accepted: Iterable[str],
-                          progress: Progress | None = None) -> FileCheck:
+                          progress: Progress | None = None, max_ratio: float = 0.0) -> FileCheck:
     """Recognise a sequencing file by content and validate it fully."""
     file_format = sniff_format(path, label)
     if file_format not in accepted:
         raise CollectError(
             f"{label}: {file_format.upper()} files are not accepted at intake by the current "
             "policy (collect.sequencing_formats).", path=label)
+    if file_format == "fastq":
+        return check_fastq(path, label, progress, max_ratio)
     return _CHECKERS[file_format](path, label, progress)
+
+
+def refuse_links(root: Path) -> None:
+    """A delivery holds its own files: a symbolic link (to another patient's file elsewhere on
+    disk, say) or a hard link shared with a file outside is refused, naming the delivered path."""
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            raise CollectError(f"{relative}: a symbolic link; a delivery must hold its own files, "
+                               "not links to files elsewhere. Copy the file in or remove the link.",
+                               path=relative)
+        if path.is_file() and path.stat().st_nlink > 1:
+            raise CollectError(f"{relative}: a hard link shared with another file; deliver a "
+                               "copy of its own.", path=relative)
+
+
+def index_target(path: str, suffixes: Iterable[str], listed: set[str]) -> str | None:
+    """The listed data file an index file indexes (``x.bam.bai`` or ``x.bai`` for ``x.bam``;
+    ``x.vcf.gz.tbi``/``.csi``), or None."""
+    for suffix in suffixes:
+        if path.endswith(suffix):
+            stem = path[: -len(suffix)]
+            if stem in listed:
+                return stem
+            for data in (f"{stem}.bam", f"{stem}.cram"):
+                if data in listed:
+                    return data
+    return None
+
+
+def check_index(data: Path, index: Path, label: str) -> None:
+    """An index must open with its data file (htslib reads it and its reference list)."""
+    pysam.set_verbosity(0)
+    try:
+        if index.suffix in (".bai", ".crai") or data.suffix == ".bam":
+            with pysam.AlignmentFile(str(data), index_filename=str(index)) as handle:
+                if not handle.check_index():
+                    raise ValueError("no index")
+        else:
+            with pysam.TabixFile(str(data), index=str(index)) as handle:
+                handle.contigs  # noqa: B018 - reading the index's contig list is the check
+    except (OSError, ValueError) as exc:
+        raise MalformedFile(label, "index", "it does not open with the file it indexes (stale "
+                            "or for another file)") from exc
 
 
 # --- tables ----------------------------------------------------------------------------------
@@ -619,7 +676,8 @@ def plan_collection(samples: pa.Table, consents: pa.Table, clinical: pa.Table, s
                     "delivered. Deliver the file or correct the sample sheet.", path=relative)
             files.append(PlannedFile(relative, role, row["sample_id"], row["mrn"]))
     listed = {row[role] for row in samples.to_pylist() for role in ("fastq", "bam", "vcf")}
-    unlisted = sorted(path for path in delivered if path not in listed and not path.endswith(".tbi"))
+    unlisted = sorted(path for path in delivered if path not in listed
+                      and index_target(path, policy["index_suffixes"], listed) is None)
     if unlisted:
         raise CollectError(
             f"{unlisted[0]}: delivered but not listed in the sample sheet, so it cannot be linked "
@@ -630,8 +688,10 @@ def plan_collection(samples: pa.Table, consents: pa.Table, clinical: pa.Table, s
 
 
 def check_inner_sample(check: FileCheck, planned: PlannedFile) -> None:
-    """The sample named inside a BAM/VCF must be the subject the sample sheet links it to."""
-    if check.inner_samples and set(check.inner_samples) != {planned.subject_key}:
+    """The sample named inside a BAM/VCF must be the one the sample sheet links it to: by the
+    lab's sample ID (how most labs name samples) or by the subject's record number."""
+    if check.inner_samples and not set(check.inner_samples) <= {planned.subject_key,
+                                                               planned.sample_id}:
         raise CollectError(
             f"{planned.path}: the sample named inside the file does not match the subject the "
             f"sample sheet gives for sample {planned.sample_id}. The file may belong to another "

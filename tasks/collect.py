@@ -64,8 +64,15 @@ def read_delivery(source: str, policy: Policy, maps_dir: str, column_map: str | 
         for name in ("consents", "samples")}
     tables["clinical"], chosen = _read_clinical(paths["clinical"], policy, parse_date, maps_dir,
                                                 column_map, accept_map)
+    collect.refuse_links(root)
     delivered = {p.relative_to(root).as_posix() for p in root.rglob("*")
                  if p.is_file() and p.parent != root}
+    listed = {v for row in tables["samples"].to_pylist() for v in (row["fastq"], row["bam"],
+                                                                    row["vcf"]) if v}
+    for path in sorted(delivered):
+        target = collect.index_target(path, policy["index_suffixes"], listed)
+        if target is not None and target in delivered:
+            collect.check_index(root / target, root / path, path)
     return Delivery(root, tables, delivered, chosen)
 
 
@@ -106,7 +113,8 @@ def plan_collection(delivery: Delivery, scenario: str, policy: Policy) -> collec
 @task(name="check_sequencing_file", cache_policy=NO_CACHE)
 def check_sequencing_file(source: str, planned: collect.PlannedFile, policy: Policy) -> collect.FileCheck:
     check = collect.check_sequencing_file(Path(source) / planned.path, planned.path,
-                                          policy["sequencing_formats"])
+                                          policy["sequencing_formats"],
+                                          max_ratio=float(policy["max_decompression_ratio"]))
     collect.check_inner_sample(check, planned)
     return check
 

@@ -1,0 +1,155 @@
+"""No identifier in any output byte of a sequencing file, and intake that does not follow links or
+inflate bombs (GB/T 39725 §10.2 a, d; §11.3.4.4 a; SEQ §5)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+from pathlib import Path
+
+import pysam
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seqlife import collect
+from seqlife.deidentify import residual
+from seqlife.deidentify.sequencing import scrub_bam
+from seqlife.exceptions import CollectError, MalformedFile
+
+COLLECT = collect.load_collect_policy()
+
+
+def make_bam(path: Path, sample_id: str, mrn: str, names: list[str]) -> Path:
+    """A BAM as a lab writes it: read group named by the lab's sample ID, SM the record number,
+    the sample ID in every read name and RG tag."""
+    header = {"HD": {"VN": "1.6", "SO": "unsorted"}, "SQ": [{"SN": "chr1", "LN": 100000}],
+              "RG": [{"ID": sample_id, "SM": mrn, "LB": f"{sample_id}-lib", "PL": "ILLUMINA"}],
+              "PG": [{"ID": "bwa", "PN": "bwa", "CL": f"bwa mem ref.fa {sample_id}_R1.fq.gz"}]}
+    with pysam.AlignmentFile(str(path), "wb", header=header) as out:
+        for i, name in enumerate(names):
+            read = pysam.AlignedSegment(out.header)
+            read.query_name = name
+            read.query_sequence = "ACGT" * 25
+            read.query_qualities = pysam.qualitystring_to_array("I" * 100)
+            read.reference_id, read.reference_start, read.cigarstring = 0, 100 + i, "100M"
+            read.mapping_quality = 60
+            read.set_tag("RG", sample_id, "Z")
+            read.set_tag("BC", "ACGTACGT", "Z")
+            out.write(read)
+    return path
+
+
+def every_byte(path: Path) -> bytes:
+    with gzip.open(path, "rb") as handle:
+        return handle.read()
+
+
+LAYOUTS = [
+    "{s}:RUN1234:{n}",                                        # the synthetic cohort's layout
+    "A00123:88:HXXXXDSXY:1:1101:{x}:{y}",                     # CASAVA 1.8 (no sample token)
+    "{s}_A00123:88:HXXXXDSXY:1:1101:{x}:{y}",                 # sample-prefixed CASAVA
+    "V350012345L1C001R00100{x}",                              # MGI/DNBSEQ
+    "{s}.V350012345L1C001R00100{x}",                          # sample-prefixed MGI
+    "HWI-ST1234:8:1101:{x}:{y}#{s}/1",                        # pre-1.8 Illumina, sample as index
+]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(layout=st.sampled_from(LAYOUTS), sample=st.from_regex(r"[A-Z]{2,4}[0-9]{4,9}", fullmatch=True),
+       seed=st.integers(0, 10**6))
+def test_no_raw_sample_token_survives_any_read_name_layout(tmp_path, layout, sample, seed) -> None:
+    """GB/T 39725 §10.2 a, d: whatever the platform's read-name layout, the sample token is
+    replaced (the rest kept), the read group and its tags renamed; no byte of the output holds
+    the lab's sample ID or the record number."""
+    rng = random.Random(seed)
+    mrn = f"MR{seed:08d}"
+    names = [layout.format(s=sample, n=i, x=rng.randrange(1000, 30000), y=rng.randrange(1000, 30000))
+             for i in range(40)]
+    work = Path(tmp_path) / f"{sample}-{seed}"
+    work.mkdir(exist_ok=True)
+    src = make_bam(work / "in.bam", sample, mrn, names)
+    out = work / "out.bam"
+    scrub_bam(src, out, {mrn: "S-subject", sample: "S-sample"})
+    data = every_byte(out)
+    assert sample.encode() not in data and mrn.encode() not in data
+    with pysam.AlignmentFile(str(out)) as bam:
+        reads = list(bam.fetch(until_eof=True))
+    assert len(reads) == len(names)
+    assert [r.query_name for r in reads] == [n.replace(sample, "S-sample") for n in names]
+    assert {r.get_tag("RG") for r in reads} == {"S-sample"}
+    assert {r.get_tag("BC") for r in reads} == {"ACGTACGT"}  # a barcode is not an identifier
+
+
+def test_the_residual_scan_finds_an_identifier_anywhere_and_names_only_file_and_part(
+        tmp_path) -> None:
+    """The last check reads every output byte (decompressed, streamed, across chunk borders) and
+    says where, never what."""
+    secret = "SMP0123456"
+    clean = tmp_path / "clean.vcf.gz"
+    with gzip.open(clean, "wb") as handle:
+        handle.write(b"##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+    dirty = tmp_path / "dirty.fastq.gz"
+    padding = b"@r\n" + b"A" * (residual.CHUNK - 8) + b"\n+\n"
+    with gzip.open(dirty, "wb") as handle:  # the identifier straddles the 1 MiB chunk border
+        handle.write(padding + secret.encode() + b"\n")
+    hits = residual.scan([("seq/a.vcf.gz", clean, "vcf"), ("seq/b.fastq.gz", dirty, "fastq")],
+                         residual.Scanner.of({secret, "MR00000001"}))
+    assert hits == {"seq/b.fastq.gz": {"read names or tags"}}
+    with pytest.raises(residual.ResidualIdentifier) as caught:
+        residual.check_outputs([("seq/b.fastq.gz", dirty, "fastq")], {secret})
+    assert "seq/b.fastq.gz" in caught.value.message and secret not in caught.value.message
+    assert residual.identifiers_of([]) == frozenset()
+
+
+def test_short_values_are_not_searched_for(tmp_path) -> None:
+    assert residual.identifiers_of([(__import__("pandas").DataFrame(
+        {"x": ["ab", "王平", "SMP1"]}), ["x"])]) == frozenset({"王平"})
+
+
+def test_links_in_a_delivery_are_refused_naming_them(tmp_path) -> None:
+    """A symlink to another patient's file elsewhere on disk is never followed and collected."""
+    outside = tmp_path / "elsewhere.fastq.gz"
+    outside.write_bytes(b"x")
+    delivery = tmp_path / "delivery"
+    (delivery / "seq").mkdir(parents=True)
+    os.symlink(outside, delivery / "seq" / "a.fastq.gz")
+    with pytest.raises(CollectError, match="seq/a.fastq.gz: a symbolic link"):
+        collect.refuse_links(delivery)
+    (delivery / "seq" / "a.fastq.gz").unlink()
+    os.link(outside, delivery / "seq" / "b.fastq.gz")
+    with pytest.raises(CollectError, match="seq/b.fastq.gz: a hard link"):
+        collect.refuse_links(delivery)
+
+
+def test_a_decompression_bomb_is_refused_at_the_policy_ratio(tmp_path) -> None:
+    """A few hundred kB that inflate to 200 MB of one repeated read are refused long before the
+    end, at the ratio the policy sets."""
+    ratio = float(COLLECT["max_decompression_ratio"])
+    bomb = tmp_path / "bomb.fastq.gz"
+    record = b"@r1\n" + b"A" * 150 + b"\n+\n" + b"I" * 150 + b"\n"
+    with gzip.open(bomb, "wb", compresslevel=9) as handle:
+        for _ in range(200):
+            handle.write(record * 6000)
+    assert (200 * 6000 * len(record)) / bomb.stat().st_size > ratio
+    with pytest.raises(MalformedFile, match=f"more than {ratio:g} times"):
+        collect.check_fastq(bomb, "seq/bomb.fastq.gz", max_ratio=ratio)
+
+
+def test_index_files_are_accepted_beside_their_data_and_checked(tmp_path) -> None:
+    """SEQ §5: .bai/.csi/.tbi/.crai travel with their data file; a stale index is refused."""
+    suffixes = COLLECT["index_suffixes"]
+    listed = {"seq/a.bam", "seq/a.vcf.gz"}
+    assert collect.index_target("seq/a.bam.bai", suffixes, listed) == "seq/a.bam"
+    assert collect.index_target("seq/a.bai", suffixes, listed) == "seq/a.bam"
+    assert collect.index_target("seq/a.vcf.gz.tbi", suffixes, listed) == "seq/a.vcf.gz"
+    assert collect.index_target("seq/b.bam.bai", suffixes, listed) is None
+    bam = make_bam(tmp_path / "a.bam", "SMP1", "MR1", [f"r{i}" for i in range(10)])
+    pysam.index(str(bam))
+    collect.check_index(bam, Path(f"{bam}.bai"), "seq/a.bam.bai")
+    other = make_bam(tmp_path / "b.bam", "SMP2", "MR2", [f"r{i}" for i in range(500)])
+    stale = tmp_path / "stale.bai"
+    stale.write_bytes(b"BAI\x01" + b"\x00" * 3)
+    with pytest.raises(MalformedFile, match="does not open with the file it indexes"):
+        collect.check_index(other, stale, "seq/b.bam.bai")
