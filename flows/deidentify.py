@@ -17,6 +17,7 @@ from flows import on_cluster
 from infra.resources import Resources, build_resources
 from seqlife.collect import subject_surrogate
 from seqlife.deidentify.report import allele_frequency_summary, cohort_summary
+from seqlife.deidentify.files import output_names
 from seqlife.deidentify.report import summary_columns, table_report
 from seqlife.deidentify.tables import load_deidentify_policy, released_quasi_identifiers
 from seqlife.exceptions import SeqlifeError
@@ -64,9 +65,11 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
                 outputs.append(("tables/cohort_summary.parquet", "summary",
                                 t.write_table(summary, work / "summary.parquet"), None))
             files = [f for f in source.files if f["format"] in SEQUENCING]
+            names = output_names(files, name_map)
             scrubbed = [one for batch in t.scrub_sequencing_files.map(
                 unmapped(res), batches(files), unmapped(sample_map), unmapped(name_map),
-                unmapped(workdir), unmapped(policy)).result() for one in batch]
+                unmapped(workdir), unmapped(policy), unmapped(names),
+                unmapped(subject_of)).result() for one in batch]
             for data_file, (relative, path, _) in zip(files, scrubbed):
                 outputs.append((relative, data_file["role"], path,
                                 sample_map[subject_of[data_file["sample_id"]]]))

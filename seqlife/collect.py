@@ -118,6 +118,7 @@ class FileCheck:
     sha256: str
     records: int
     inner_samples: tuple[str, ...] = field(default=(), repr=False)
+    read_names: tuple[str, ...] = field(default=(), repr=False)  # the first FASTQ read names
 
 
 def _first_bad(items: list[bytes], ok: Callable[[bytes], bool]) -> int:
@@ -191,9 +192,12 @@ def check_fastq(path: Path, label: str, progress: Progress | None = None,
         is_gzip = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
         stream: BinaryIO = gzip.GzipFile(fileobj=hashing, mode="rb") if is_gzip else hashing  # type: ignore[assignment]
-        records, blocks, inflated = 0, FastqBlocks(stream), 0
+        records, blocks, inflated, names = 0, FastqBlocks(stream), 0, ()
         try:
             for lines in blocks:
+                if not names:
+                    names = tuple(h[1:].split(maxsplit=1)[0].decode("utf-8", "replace")
+                                  for h in lines[0:400:4] if len(h) > 1)
                 _check_fastq_lines(lines, label, records)
                 records += len(lines) // 4
                 inflated += sum(map(len, lines)) + len(lines)
@@ -211,7 +215,8 @@ def check_fastq(path: Path, label: str, progress: Progress | None = None,
             records += len(tail) // 4
     if records == 0:
         raise MalformedFile(label, "FASTQ", "no records")
-    return FileCheck(label, "fastq", hashing.size, hashing.digest.hexdigest(), records)
+    return FileCheck(label, "fastq", hashing.size, hashing.digest.hexdigest(), records,
+                     read_names=names)
 
 
 def check_bam(path: Path, label: str, progress: Progress | None = None) -> FileCheck:
@@ -636,6 +641,12 @@ def consents_by_subject(consents: pa.Table) -> dict[str, tuple[ConsentRecord, ..
     return {key: tuple(value) for key, value in out.items()}
 
 
+def listed_files(cell: str | None) -> list[str]:
+    """The files of one sample-sheet cell: one path, or several separated by ';' (paired-end
+    R1;R2, or lanes)."""
+    return [part.strip() for part in (cell or "").split(";") if part.strip()]
+
+
 def plan_collection(samples: pa.Table, consents: pa.Table, clinical: pa.Table, scenario: str,
                     policy: Policy, delivered: set[str]) -> CollectionPlan:
     """Link every sample and clinical row to a covering consent, or stop with the reason."""
@@ -667,15 +678,15 @@ def plan_collection(samples: pa.Table, consents: pa.Table, clinical: pa.Table, s
         if not decide(row["mrn"], "sample sheet", f"of sample {row['sample_id']}"):
             continue
         for role in ("fastq", "bam", "vcf"):
-            relative = row[role]
-            if not relative:
-                continue
-            if relative not in delivered:
-                raise CollectError(
-                    f"{relative}: listed in the sample sheet for sample {row['sample_id']} but not "
-                    "delivered. Deliver the file or correct the sample sheet.", path=relative)
-            files.append(PlannedFile(relative, role, row["sample_id"], row["mrn"]))
-    listed = {row[role] for row in samples.to_pylist() for role in ("fastq", "bam", "vcf")}
+            for relative in listed_files(row[role]):
+                if relative not in delivered:
+                    raise CollectError(
+                        f"{relative}: listed in the sample sheet for sample {row['sample_id']} "
+                        "but not delivered. Deliver the file or correct the sample sheet.",
+                        path=relative)
+                files.append(PlannedFile(relative, role, row["sample_id"], row["mrn"]))
+    listed = {path for row in samples.to_pylist() for role in ("fastq", "bam", "vcf")
+              for path in listed_files(row[role])}
     unlisted = sorted(path for path in delivered if path not in listed
                       and index_target(path, policy["index_suffixes"], listed) is None)
     if unlisted:
@@ -687,9 +698,18 @@ def plan_collection(samples: pa.Table, consents: pa.Table, clinical: pa.Table, s
                           by_subject)
 
 
-def check_inner_sample(check: FileCheck, planned: PlannedFile) -> None:
-    """The sample named inside a BAM/VCF must be the one the sample sheet links it to: by the
-    lab's sample ID (how most labs name samples) or by the subject's record number."""
+def check_inner_sample(check: FileCheck, planned: PlannedFile,
+                       others: Iterable[str] = ()) -> None:
+    """The sample named inside a file must be the one the sample sheet links it to: in a BAM/VCF
+    by the lab's sample ID (how most labs name samples) or the subject's record number; in FASTQ
+    read names, no other sample or subject of the sheet may appear."""
+    foreign = [o for o in others if o and o not in (planned.sample_id, planned.subject_key)
+               and any(o in name for name in check.read_names)]
+    if foreign:
+        raise CollectError(
+            f"{planned.path}: its read names name another sample of the sample sheet, not sample "
+            f"{planned.sample_id}. The file may belong to another patient; check the delivery "
+            "with the lab before collecting.", path=planned.path)
     if check.inner_samples and not set(check.inner_samples) <= {planned.subject_key,
                                                                planned.sample_id}:
         raise CollectError(

@@ -67,8 +67,8 @@ def read_delivery(source: str, policy: Policy, maps_dir: str, column_map: str | 
     collect.refuse_links(root)
     delivered = {p.relative_to(root).as_posix() for p in root.rglob("*")
                  if p.is_file() and p.parent != root}
-    listed = {v for row in tables["samples"].to_pylist() for v in (row["fastq"], row["bam"],
-                                                                    row["vcf"]) if v}
+    listed = {path for row in tables["samples"].to_pylist() for role in ("fastq", "bam", "vcf")
+              for path in collect.listed_files(row[role])}
     for path in sorted(delivered):
         target = collect.index_target(path, policy["index_suffixes"], listed)
         if target is not None and target in delivered:
@@ -111,19 +111,21 @@ def plan_collection(delivery: Delivery, scenario: str, policy: Policy) -> collec
 
 
 @task(name="check_sequencing_file", cache_policy=NO_CACHE)
-def check_sequencing_file(source: str, planned: collect.PlannedFile, policy: Policy) -> collect.FileCheck:
+def check_sequencing_file(source: str, planned: collect.PlannedFile, policy: Policy,
+                          others: frozenset[str] = frozenset()) -> collect.FileCheck:
     check = collect.check_sequencing_file(Path(source) / planned.path, planned.path,
                                           policy["sequencing_formats"],
                                           max_ratio=float(policy["max_decompression_ratio"]))
-    collect.check_inner_sample(check, planned)
+    collect.check_inner_sample(check, planned, others)
     return check
 
 
 @task(name="check_sequencing_files", cache_policy=NO_CACHE)
-def check_sequencing_files(source: str, planned: list[collect.PlannedFile], policy: Policy
-                           ) -> list[collect.FileCheck]:
-    """A batch of files checked in one task (see ``tasks.batches``)."""
-    return [check_sequencing_file.fn(source, one, policy) for one in planned]
+def check_sequencing_files(source: str, planned: list[collect.PlannedFile], policy: Policy,
+                           others: frozenset[str] = frozenset()) -> list[collect.FileCheck]:
+    """A batch of files checked in one task (see ``tasks.batches``); ``others``: every sample ID
+    and subject of the delivery, none of which may name another sample's reads."""
+    return [check_sequencing_file.fn(source, one, policy, others) for one in planned]
 
 
 @task(name="stage_tables", cache_policy=NO_CACHE)

@@ -32,6 +32,7 @@ from seqlife.deidentify import residual
 from seqlife.deidentify import sequencing
 from seqlife.deidentify import tables as rules
 from seqlife.deidentify.errors import DeidentificationError
+from seqlife.deidentify.files import with_compression
 from seqlife.deidentify.hierarchy import load_hierarchies
 from seqlife.exceptions import PolicyViolation
 from seqlife.policy import Policy
@@ -117,24 +118,25 @@ def scan_outputs(files: list[tuple[str, Path, str]], identifiers: frozenset[str]
 @task(name="scrub_sequencing_file", cache_policy=NO_CACHE, retries=2,
       retry_delay_seconds=[1, 5], retry_condition_fn=is_transient)
 def scrub_sequencing_file(res: Resources, data_file: dict, sample_map: dict[str, str],
-                          name_map: dict[str, str], workdir: str, policy: Policy
-                          ) -> tuple[str, Path, sequencing.ScrubReport]:
-    """Scrub one file's identifying header in streaming; the output is named by surrogate."""
+                          name_map: dict[str, str], workdir: str, policy: Policy,
+                          relative: str, subject_key: str) -> tuple[str, Path, sequencing.ScrubReport]:
+    """Scrub one file in streaming; the output is named by surrogate (``relative``)."""
     src = _fetch(res, data_file, Path(workdir) / f"in-{hashlib.sha256(data_file['path'].encode()).hexdigest()[:12]}")
-    new_sample = name_map[data_file["sample_id"]]
-    suffix = {"fastq": ".R1.fastq.gz", "bam": ".bam", "vcf": ".vcf.gz"}[data_file["format"]]
-    relative = f"seq/{new_sample}{suffix}"
+    with open(src, "rb") as handle:
+        relative = with_compression(relative, data_file["format"], handle.read(2) == b"\x1f\x8b")
     dst = Path(workdir) / relative
     dst.parent.mkdir(parents=True, exist_ok=True)
     # A lab names samples by its own sample ID, a hospital by the record number: both identify,
-    # and both may stand in a header, a read group, a read name or a tag.
+    # and both may stand in a header, a read group, a read name or a tag. Reads are renamed with
+    # this file's own identifiers (a short pattern); the last check scans for everyone's.
     identifiers = {**sample_map, **name_map}
+    own = {k: v for k, v in identifiers.items() if k in (data_file["sample_id"], subject_key)}
     if data_file["format"] == "vcf":
         report = sequencing.scrub_vcf(src, dst, identifiers, policy["vcf_keep_meta"], index=False)
     elif data_file["format"] == "bam":
         report = sequencing.scrub_bam(src, dst, identifiers)
     else:
-        report = sequencing.scrub_fastq(src, dst, name_map)
+        report = sequencing.scrub_fastq(src, dst, own or name_map)
     src.unlink()
     return relative, dst, report
 
@@ -142,11 +144,13 @@ def scrub_sequencing_file(res: Resources, data_file: dict, sample_map: dict[str,
 @task(name="scrub_sequencing_files", cache_policy=NO_CACHE, retries=2,
       retry_delay_seconds=[1, 5], retry_condition_fn=is_transient)
 def scrub_sequencing_files(res: Resources, data_files: list[dict], sample_map: dict[str, str],
-                           name_map: dict[str, str], workdir: str, policy: Policy
+                           name_map: dict[str, str], workdir: str, policy: Policy,
+                           names: dict[str, str], subject_of: dict[str, str]
                            ) -> list[tuple[str, Path, sequencing.ScrubReport]]:
     """A batch of files scrubbed in one task (see ``tasks.batches``); a retry redoes the batch,
     which only rewrites the same scratch files."""
-    return [scrub_sequencing_file.fn(res, f, sample_map, name_map, workdir, policy)
+    return [scrub_sequencing_file.fn(res, f, sample_map, name_map, workdir, policy,
+                                     names[f["path"]], subject_of[f["sample_id"]])
             for f in data_files]
 
 
@@ -227,7 +231,8 @@ def store_deidentified(res: Resources, source: Source, project: str,
 
 
 def _format_of(path: str) -> str:
-    for suffix, name in ((".parquet", "parquet"), (".fastq.gz", "fastq"), (".bam", "bam"),
+    for suffix, name in ((".parquet", "parquet"), (".fastq.gz", "fastq"), (".fastq", "fastq"),
+                         (".vcf", "vcf"), (".bam", "bam"),
                          (".vcf.gz", "vcf")):
         if path.endswith(suffix):
             return name

@@ -9,6 +9,8 @@ the project's, so surrogates match the catalog flow's.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -74,3 +76,42 @@ def deidentify_local_file(kind: str, src: Path, out: Path, *, surrogate_secret: 
                           "approver_role": policy["approver_role"]}
     page = _write_reports(out, report)
     return {"out": str(out), "status": "written", "report_path": str(page), "report": report}
+
+
+_LANE = re.compile(r"(?:^|[._-])(L[0-9]{3})(?=[._-])")
+_READ = re.compile(r"(?:^|[._-])(?:R([12])|([12]))(?=[._-](?:f(?:ast)?q|[0-9]{3}))")
+_EXTENSIONS = {"fastq": (".fastq", ".fastq.gz"), "bam": (".bam", ".bam"),
+               "vcf": (".vcf", ".vcf.gz")}
+
+
+def output_names(files: Sequence[Mapping[str, str]], name_map: Mapping[str, str]) -> dict[str, str]:
+    """Delivered path -> de-identified path: the sample's surrogate, the lane and read number of
+    the delivered name (so paired R1/R2 and lanes stay apart, nothing else of the name kept: it
+    may carry a name or an ID), the format's extension; a second file that would get the same
+    name gets a counter."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for entry in files:
+        base = Path(entry["path"]).name
+        lane = _LANE.search(base)
+        read = _READ.search(base)
+        tags = [lane.group(1)] if lane else []
+        if entry["format"] == "fastq":
+            tags.append(f"R{(read.group(1) or read.group(2)) if read else 1}")
+        stem = "_".join([name_map[entry["sample_id"]], *tags])
+        extension = _EXTENSIONS[entry["format"]][1]
+        name, counter = f"seq/{stem}{extension}", 1
+        while name in taken:
+            counter += 1
+            name = f"seq/{stem}.{counter}{extension}"
+        taken.add(name)
+        names[entry["path"]] = name
+    return names
+
+
+def with_compression(relative: str, file_format: str, gzipped: bool) -> str:
+    """The output name's extension as the content is: a plain VCF stays ``.vcf``."""
+    plain, packed = _EXTENSIONS[file_format]
+    if relative.endswith(packed) and not gzipped and plain != packed:
+        return relative[: -len(packed)] + plain
+    return relative

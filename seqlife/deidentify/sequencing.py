@@ -885,50 +885,76 @@ def _scrub_bam_records(reader: _BgzfReader, src: Path, dst: Path, text: bytes,
 
 
 def scrub_fastq(src: Path, dst: Path, name_map: Mapping[str, str]) -> ScrubReport:
-    """Write ``src`` to ``dst`` with every read name's leading sample token replaced through
-    ``name_map`` (GB/T 39725 §10.2 a, d; RARE §4.5).
+    """Write ``src`` to ``dst`` with every sample or person token in the read names replaced
+    through ``name_map`` (GB/T 39725 §10.2 a, d; RARE §4.5).
 
-    The token is the read name up to its first ``:`` (the whole name if it has none); the rest
-    (run, lane, tile, read number) stays, so pairs still match. Comments after the first space
-    or tab, and a read name repeated on the ``+`` line, are dropped. Sequences and qualities are
-    untouched. A gzip input (one or many members) gives a gzip output (level 1, mtime 0, no file
-    name, so equal input gives equal bytes); a plain input gives a plain output. Memory is one
-    4 MiB block of complete records.
+    A token is replaced wherever the platform puts it (``SMP1:RUN:n``, ``SMP1_A00123:…``,
+    ``…#SMP1/1``); the rest of the name (instrument, run, flowcell, lane, tile, coordinates) stays,
+    so pairs still match, and names without a sample token (Illumina CASAVA 1.8, MGI/DNBSEQ)
+    pass unchanged. An Illumina comment (``1:N:0:ATCACG``: read, filter, control, index) is kept
+    with the index; any other comment, and a read name repeated on the ``+`` line, are dropped.
+    Sequences and qualities are untouched. A gzip input (one or many members) gives a gzip output
+    (level 1, mtime 0, no file name, so equal input gives equal bytes); a plain input gives a
+    plain output. Memory is one 4 MiB block of complete records.
 
     Raises:
-        ScrubError: a read whose token is not in the map, a malformed or truncated file.
+        ScrubError: a malformed or truncated file.
     """
     src, dst = Path(src), Path(dst)
     label = src.name
     _check_map(name_map, label, "FASTQ")
+    renamer = _ReadRenamer(name_map)
     with open(src, "rb") as raw, closing(_HashingReader(raw)) as reader:
         is_gzip = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
         with _Output(dst) as out:
             if not is_gzip:
-                records, dropped, samples = _rewrite_fastq(reader, out, name_map, label)
+                records, dropped = _rewrite_fastq(reader, out, renamer, label)
             else:
                 try:
                     with gzip.GzipFile(fileobj=reader, mode="rb") as stream, \
                             gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0,
                                           compresslevel=FASTQ_COMPRESSLEVEL) as sink, \
                             closing(_BackgroundWriter(sink)) as background:
-                        records, dropped, samples = _rewrite_fastq(stream, background, name_map,
-                                                                   label)
+                        records, dropped = _rewrite_fastq(stream, background, renamer, label)
                 except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
                     raise ScrubError(label, "FASTQ", "the compressed stream is truncated or "
                                      "corrupt") from exc
     return ScrubReport("fastq", reader.digest.hexdigest(), out.digest.hexdigest(), reader.size,
-                       out.size, 0, dropped, samples, 0, records)
+                       out.size, 0, dropped, len(renamer.seen), 0, records)
+
+
+#: An Illumina CASAVA 1.8 comment: read number, filtered flag, control bits, index sequence(s).
+_ILLUMINA_COMMENT = re.compile(rb"[12]:[YN]:[0-9]+:(?:[ACGTN]+(?:\+[ACGTN]+)?|[0-9]+)?")
+
+
+class _ReadRenamer:
+    """Replaces every token of the map inside a read name, longest first; names repeat one
+    layout per file, so the prefix before the first separator is cached."""
+
+    def __init__(self, name_map: Mapping[str, str]) -> None:
+        keys = sorted((k.encode("utf-8") for k in name_map if k), key=len, reverse=True)
+        self.lookup = {k.encode("utf-8"): v.encode("utf-8") for k, v in name_map.items() if k}
+        self.pattern = re.compile(b"|".join(map(re.escape, keys))) if keys else None
+        self.seen: set[bytes] = set()
+
+    def __call__(self, name: bytes) -> bytes:
+        if self.pattern is None:
+            return name
+
+        def replace(match: re.Match[bytes]) -> bytes:
+            self.seen.add(match.group(0))
+            return self.lookup[match.group(0)]
+
+        return self.pattern.sub(replace, name)
 
 
 def _rewrite_fastq(stream: BinaryIO | _HashingReader, sink: _BackgroundWriter | _Output,
-                   name_map: Mapping[str, str], label: str) -> tuple[int, int, int]:
+                   renamer: _ReadRenamer, label: str) -> tuple[int, int]:
     """Copy complete 4-line records from ``stream`` to ``sink``, renamed, one block at a time.
 
-    Returns (records, comments dropped, distinct sample tokens mapped).
+    Returns (records, comments dropped).
     """
-    cache: dict[bytes, bytes] = {}
     records = dropped = 0
     blocks = FastqBlocks(stream, FASTQ_BLOCK)  # type: ignore[arg-type]
     for lines in blocks:
@@ -937,7 +963,7 @@ def _rewrite_fastq(stream: BinaryIO | _HashingReader, sink: _BackgroundWriter | 
                              f"{FASTQ_MAX_RECORD >> 20} MiB (not a FASTQ?)",
                              "check the file with the collect stage")
         if lines:
-            dropped += _rename_reads(lines, records, name_map, cache, label)
+            dropped += _rename_reads(lines, records, renamer, label)
             lines.append(b"")
             sink.write(b"\n".join(lines))
         records += len(lines) // 4
@@ -945,15 +971,14 @@ def _rewrite_fastq(stream: BinaryIO | _HashingReader, sink: _BackgroundWriter | 
     if len(tail) % 4:
         raise ScrubError(label, "FASTQ", f"the file ends inside read {records + 1} (truncated)")
     if tail:
-        dropped += _rename_reads(tail, records, name_map, cache, label)
+        dropped += _rename_reads(tail, records, renamer, label)
         tail.append(b"")
         sink.write(b"\n".join(tail))
         records += len(tail) // 4
-    return records, dropped, len(cache)
+    return records, dropped
 
 
-def _rename_reads(lines: list[bytes], first: int, name_map: Mapping[str, str],
-                  cache: dict[bytes, bytes], label: str) -> int:
+def _rename_reads(lines: list[bytes], first: int, renamer: _ReadRenamer, label: str) -> int:
     """Rename the reads of complete 4-line records in place; return the comments dropped."""
     dropped = 0
     for index in range(0, len(lines), 4):
@@ -963,20 +988,13 @@ def _rename_reads(lines: list[bytes], first: int, name_map: Mapping[str, str],
                              "record (its name or separator line is missing)",
                              "check the file with the collect stage")
         parts = header[1:].split(maxsplit=1)
-        name = parts[0] if parts else b""
-        if len(parts) > 1:
-            dropped += 1
-        colon = name.find(b":")
-        token = name if colon < 0 else name[:colon]
-        surrogate = cache.get(token)
-        if surrogate is None:
-            key = token.decode("utf-8", "surrogateescape")
-            if key not in name_map:
-                raise ScrubError(label, "FASTQ", f"the name of read {first + index // 4 + 1} "
-                                 "starts with a sample token that is not in the surrogate map",
-                                 EXTEND_MAP)
-            surrogate = cache[token] = name_map[key].encode("utf-8")
-        lines[index] = b"@" + surrogate + (name[colon:] if colon >= 0 else b"")
+        name = renamer(parts[0]) if parts else b""
+        comment = parts[1].strip() if len(parts) > 1 else b""
+        if comment and _ILLUMINA_COMMENT.fullmatch(comment):
+            lines[index] = b"@" + name + b" " + comment
+        else:
+            dropped += bool(comment)
+            lines[index] = b"@" + name
         if len(lines[index + 2]) > 1:
             lines[index + 2] = b"+"
             dropped += 1

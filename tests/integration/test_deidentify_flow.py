@@ -115,6 +115,50 @@ def test_no_output_byte_names_a_subject(resources: Resources, approved: str, coh
         assert not leaked, f"{key} holds {len(leaked)} identifier(s) of the source"
 
 
+def test_a_lab_delivery_with_paired_reads_and_index_files_leaves_no_identifier(
+        resources: Resources, cohort: Path) -> None:
+    """SEQ §5, GB/T 39725 §10.2 a, d: paired R1/R2 listed for one sample, .bai and .tbi index
+    files beside their data, BAMs whose read groups, RG tags and read names carry the lab's
+    sample ID: collected, de-identified into two FASTQ outputs, and no output byte names anyone."""
+    import gzip
+
+    from flows.classify import classify_flow
+    from flows.collect import collect_flow
+    from flows.deidentify import deidentify_flow
+    from seqlife.classify.labels import load_classify_policy
+    from tasks.classify import approve
+
+    with (cohort / "samples.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with (cohort / "consents.csv").open(encoding="utf-8", newline="") as handle:
+        withdrawn = {r["mrn"] for r in csv.DictReader(handle) if r["withdrawn_on"]}
+    first = next(row for row in rows if row["mrn"] not in withdrawn)
+    records = gzip.decompress((cohort / first["fastq"]).read_bytes()).split(b"\n")
+    r1, r2 = first["fastq"].replace(".fastq.gz", "_R1.fastq.gz"), \
+        first["fastq"].replace(".fastq.gz", "_R2.fastq.gz")
+    (cohort / r1).write_bytes(gzip.compress(b"\n".join(records)))
+    (cohort / r2).write_bytes(gzip.compress(b"\n".join(records)))
+    (cohort / first["fastq"]).unlink()
+    first["fastq"] = f"{r1};{r2}"
+    with (cohort / "samples.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    for row in rows:
+        pysam.index(str(cohort / row["bam"]))
+    collect_flow(str(cohort), "lab")
+    classify_flow("lab")
+    approve(resources, "lab", None, [], load_classify_policy())
+    result = deidentify_flow("lab", "p2")
+    fastqs = [p for p in result["files"] if ".fastq" in p]
+    pair = [p for p in fastqs if p.endswith("_R2.fastq.gz")]
+    assert len(pair) == 1 and pair[0].replace("_R2.", "_R1.") in fastqs
+    secret_values = {v.encode() for v in identifiers(cohort) | {r["sample_id"] for r in rows}}
+    for key in (v.key for v in resources.store.list_versions("03_deidentified/lab--p2/seq/")):
+        blob = gzip.decompress(resources.store.get_bytes(key))
+        assert not [v for v in secret_values if v in blob], key
+
+
 def test_committee_approves_and_requester_cannot(resources: Resources, approved: str) -> None:
     from flows.deidentify import deidentify_flow
     from seqlife.deidentify.tables import load_deidentify_policy

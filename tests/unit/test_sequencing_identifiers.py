@@ -153,3 +153,35 @@ def test_index_files_are_accepted_beside_their_data_and_checked(tmp_path) -> Non
     stale.write_bytes(b"BAI\x01" + b"\x00" * 3)
     with pytest.raises(MalformedFile, match="does not open with the file it indexes"):
         collect.check_index(other, stale, "seq/b.bam.bai")
+
+
+def test_output_names_keep_lane_and_read_apart_and_nothing_else_of_the_delivered_name() -> None:
+    """Paired R1/R2 (Illumina `_L001_R1_001`, `_1.fq`) stay two files; a patient's name in the
+    delivered file name never reaches the output; a plain VCF stays `.vcf`."""
+    from seqlife.deidentify.files import output_names, with_compression
+
+    files = [{"path": p, "format": f, "sample_id": s} for p, f, s in [
+        ("seq/SMP1_S1_L001_R1_001.fastq.gz", "fastq", "SMP1"),
+        ("seq/SMP1_S1_L001_R2_001.fastq.gz", "fastq", "SMP1"),
+        ("seq/zhangsan_1.fq.gz", "fastq", "SMP2"), ("seq/zhangsan_2.fq.gz", "fastq", "SMP2"),
+        ("seq/SMP1.bam", "bam", "SMP1"), ("seq/SMP1.sorted.bam", "bam", "SMP1"),
+        ("seq/SMP1.vcf", "vcf", "SMP1")]]
+    names = output_names(files, {"SMP1": "S-a", "SMP2": "S-b"})
+    assert len(set(names.values())) == len(files)
+    assert names["seq/SMP1_S1_L001_R2_001.fastq.gz"] == "seq/S-a_L001_R2.fastq.gz"
+    assert names["seq/zhangsan_2.fq.gz"] == "seq/S-b_R2.fastq.gz"
+    assert not any("zhangsan" in n or "SMP" in n for n in names.values())
+    assert with_compression(names["seq/SMP1.vcf"], "vcf", gzipped=False) == "seq/S-a.vcf"
+
+
+def test_a_fastq_whose_reads_name_another_sample_of_the_sheet_is_refused(tmp_path) -> None:
+    """A file delivered for SMP1 whose read names say SMP2 may be another patient's."""
+    fastq = tmp_path / "a.fastq"
+    fastq.write_bytes(b"".join(b"@SMP2:RUN1:%d\nACGT\n+\nIIII\n" % i for i in range(5)))
+    check = collect.check_fastq(fastq, "seq/a.fastq")
+    planned = collect.PlannedFile("seq/a.fastq", "fastq", "SMP1", "MR1")
+    collect.check_inner_sample(check, planned, {"SMP1", "MR1"})  # its own sample: fine
+    with pytest.raises(CollectError, match="read names name another sample"):
+        collect.check_inner_sample(check, planned, {"SMP1", "SMP2", "MR1", "MR2"})
+    assert collect.listed_files("seq/a_R1.fq.gz; seq/a_R2.fq.gz") == ["seq/a_R1.fq.gz",
+                                                                       "seq/a_R2.fq.gz"]
