@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""De-identification of every read of a lab's files versus the tools a lab would use (issue 16).
+
+    .venv/bin/python bench/deidentify_reads.py [--reads N] [--fastq-reads M] [--repeat K]
+
+BAM: a file of N reads (default 1,000,000) whose read group, RG tags and read names carry the
+lab's sample ID, as labs deliver them. Ours: ``scrub_bam`` with the sample ID in the map, which
+decodes, renames and re-encodes every record (the read-level path). Reference: ``samtools view
+-b`` (pysam's bundled samtools) decoding and re-encoding the same records: the least any record
+rewrite costs, before any renaming.
+
+FASTQ: a pair of gzip FASTQ files of M reads each (default 2,000,000) named ``SMP…:RUN…:n``.
+Ours: ``scrub_fastq`` on both. Reference: ``gzip -dc | sed s/SMP…/S-…/ | gzip -1`` per file,
+the shell pipeline a lab would write (same output compression level as ours).
+
+Medians with min-max of K runs (default 3), each in a fresh child interpreter reporting its peak
+RSS (VmHWM). Ratio = reference time / our time (target >= 0.5). Results go to stdout and
+bench/results/deidentify_reads.json; test files are cached in bench/.data/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "bench" / ".data"
+RESULTS = ROOT / "bench" / "results"
+SAMPLE, MRN = "SMP123456", "MR20000001"
+
+CHILD = r"""
+import json, sys, time, subprocess
+from pathlib import Path
+kind, args = sys.argv[1], json.loads(sys.argv[2])
+for dst in args["dst"]:
+    Path(dst).unlink(missing_ok=True)
+start = time.perf_counter()
+if kind == "scrub_bam":
+    from seqlife.deidentify.sequencing import scrub_bam
+    scrub_bam(Path(args["src"][0]), Path(args["dst"][0]), args["map"])
+elif kind == "samtools":
+    import pysam.samtools
+    pysam.samtools.view("-b", "-o", args["dst"][0], args["src"][0], catch_stdout=False)
+elif kind == "scrub_fastq":
+    from seqlife.deidentify.sequencing import scrub_fastq
+    for src, dst in zip(args["src"], args["dst"]):
+        scrub_fastq(Path(src), Path(dst), args["map"])
+elif kind == "shell":
+    for src, dst in zip(args["src"], args["dst"]):
+        subprocess.run(f"gzip -dc {src} | sed 's/{args['token']}/{args['map'][args['token']]}/' "
+                       f"| gzip -1 > {dst}", shell=True, check=True)
+seconds = time.perf_counter() - start
+peak = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM'))
+print(json.dumps({"seconds": seconds, "peak_rss_MB": peak / 1024}))
+"""
+
+
+def timed(kind: str, repeat: int, **args: object) -> dict:
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", CHILD, kind, json.dumps(args)], cwd=ROOT,
+                             check=True, capture_output=True, text=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    seconds = [r["seconds"] for r in runs]
+    return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds),
+            "peak_rss_MB": max(r["peak_rss_MB"] for r in runs)}
+
+
+def build_bam(path: Path, reads: int) -> Path:
+    if path.exists():
+        return path
+    import pysam
+
+    header = {"HD": {"VN": "1.6", "SO": "unsorted"}, "SQ": [{"SN": "chr1", "LN": 248956422}],
+              "RG": [{"ID": SAMPLE, "SM": MRN, "LB": "lib1", "PL": "ILLUMINA"}]}
+    with pysam.AlignmentFile(str(path), "wb", header=header) as out:
+        for i in range(reads):
+            read = pysam.AlignedSegment(out.header)
+            read.query_name = f"{SAMPLE}:RUN1234:{i}"
+            read.query_sequence = "ACGTTGCA" * 19
+            read.query_qualities = pysam.qualitystring_to_array("I" * 152)
+            read.reference_id, read.reference_start = 0, 10000 + i * 10
+            read.cigarstring, read.mapping_quality = "152M", 60
+            read.set_tag("RG", SAMPLE, "Z")
+            out.write(read)
+    return path
+
+
+def build_fastq(path: Path, reads: int, mate: int) -> Path:
+    if path.exists():
+        return path
+    import gzip
+    import random
+
+    rng = random.Random(mate)
+    with gzip.open(path, "wb", compresslevel=1) as out:
+        block = []
+        for i in range(reads):
+            sequence = "".join(rng.choices("ACGT", k=150))
+            block.append(f"@{SAMPLE}:RUN1234:{i} {mate}:N:0:ACGTACGT\n{sequence}\n+\n{'I' * 150}\n")
+            if len(block) == 10000:
+                out.write("".join(block).encode())
+                block = []
+        out.write("".join(block).encode())
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reads", type=int, default=1_000_000)
+    parser.add_argument("--fastq-reads", type=int, default=2_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    options = parser.parse_args()
+    DATA.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    mapping = {SAMPLE: "S-benchsample", MRN: "S-benchsubject"}
+    bam = build_bam(DATA / f"lab-{options.reads}.bam", options.reads)
+    ours = timed("scrub_bam", options.repeat, src=[str(bam)], dst=[str(DATA / "lab-ours.bam")],
+                 map=mapping)
+    tool = timed("samtools", options.repeat, src=[str(bam)], dst=[str(DATA / "lab-tool.bam")])
+    mates = [build_fastq(DATA / f"lab-{options.fastq_reads}_R{m}.fastq.gz", options.fastq_reads, m)
+             for m in (1, 2)]
+    fq_ours = timed("scrub_fastq", options.repeat, src=[str(p) for p in mates],
+                    dst=[str(DATA / f"lab-ours_R{m}.fastq.gz") for m in (1, 2)], map=mapping)
+    fq_tool = timed("shell", options.repeat, src=[str(p) for p in mates],
+                    dst=[str(DATA / f"lab-tool_R{m}.fastq.gz") for m in (1, 2)], map=mapping,
+                    token=SAMPLE)
+    result = {
+        "bam": {"reads": options.reads, "ours": ours, "samtools_view_b": tool,
+                "ratio_reference_vs_ours": tool["median_s"] / ours["median_s"]},
+        "fastq_pair": {"reads_per_mate": options.fastq_reads, "ours": fq_ours,
+                       "gzip_sed_gzip1": fq_tool,
+                       "ratio_reference_vs_ours": fq_tool["median_s"] / fq_ours["median_s"]},
+        "repeat": options.repeat,
+    }
+    (RESULTS / "deidentify_reads.json").write_text(json.dumps(result, indent=2))
+    for name, row in (("BAM", result["bam"]), ("FASTQ pair", result["fastq_pair"])):
+        ref = row.get("samtools_view_b") or row.get("gzip_sed_gzip1")
+        print(f"{name}: ours {row['ours']['median_s']:.2f} s [{row['ours']['min_s']:.2f}-"
+              f"{row['ours']['max_s']:.2f}], {row['ours']['peak_rss_MB']:.0f} MB; reference "
+              f"{ref['median_s']:.2f} s [{ref['min_s']:.2f}-{ref['max_s']:.2f}], "
+              f"{ref['peak_rss_MB']:.0f} MB; ratio {row['ratio_reference_vs_ours']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
