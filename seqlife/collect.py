@@ -71,6 +71,8 @@ def sniff_format(path: Path, label: str) -> str:
         return "bam"
     if head.startswith(b"CRAM"):
         return "cram"
+    if head.startswith(b"BCF\x02"):
+        return "bcf"
     if head.startswith(b"##fileformat=VCF"):
         return "vcf"
     if head.startswith(b"@") and not head[:4] in (b"@HD\t", b"@SQ\t", b"@RG\t"):

@@ -429,6 +429,11 @@ def classify_file(path: Path, detectors: DetectorSet, policy: Policy) -> tuple[l
             file_format = sniff_format(path, label)
         except UnknownFormat:
             file_format = "csv"
+        if file_format not in policy["identifying_header_fields"] and file_format != "csv":
+            raise ClassificationError(
+                f"{label}: {file_format.upper()} headers are not read by classification yet, so "
+                "its identifying fields cannot be listed; nothing was approved. Convert it (BAM, "
+                "VCF) or keep it out of the release.")
         if file_format == "csv":  # any table export: CSV/TSV in UTF-8 or GB18030, .xlsx
             table = read_table_file(path, label)
             columns = {name: table.column(name) for name in table.column_names}

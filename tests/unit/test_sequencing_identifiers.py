@@ -185,3 +185,24 @@ def test_a_fastq_whose_reads_name_another_sample_of_the_sheet_is_refused(tmp_pat
         collect.check_inner_sample(check, planned, {"SMP1", "SMP2", "MR1", "MR2"})
     assert collect.listed_files("seq/a_R1.fq.gz; seq/a_R2.fq.gz") == ["seq/a_R1.fq.gz",
                                                                        "seq/a_R2.fq.gz"]
+
+
+def test_cram_and_bcf_are_refused_by_classification_with_a_typed_error(tmp_path) -> None:
+    """Fail closed: a header classification cannot read is never approved silently (it was a
+    KeyError for CRAM and a traceback for BCF)."""
+    from seqlife.classify.detectors import load_detectors
+    from seqlife.classify.labels import classify_file, load_classify_policy
+    from seqlife.exceptions import ClassificationError
+
+    header = pysam.VariantHeader()
+    header.add_line("##contig=<ID=chr1,length=1000>")
+    header.add_line('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">')
+    header.add_sample("SMP1")
+    with pysam.VariantFile(str(tmp_path / "x.bcf"), "wb", header=header) as out:
+        record = out.new_record(contig="chr1", start=10, stop=11, alleles=("A", "T"))
+        record.samples["SMP1"]["GT"] = (0, 1)
+        out.write(record)
+    (tmp_path / "x.cram").write_bytes(b"CRAM\x03\x00" + b"\x00" * 26)
+    for name in ("x.bcf", "x.cram"):
+        with pytest.raises(ClassificationError, match="not read by classification yet"):
+            classify_file(tmp_path / name, load_detectors(), load_classify_policy())
