@@ -87,6 +87,7 @@ def test_release_is_k_anonymous_scrubbed_and_pending_approval(resources: Resourc
     assert json.loads(report_json)["risk"]["passed"] is True
 
 
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_no_output_byte_names_a_subject(resources: Resources, approved: str, cohort: Path) -> None:
     """GB/T 39725 §10.2 a, d: every de-identified output, decompressed byte by byte (BAM, VCF,
     FASTQ, tables), holds none of the raw record numbers, lab sample IDs, names, resident IDs,
@@ -115,6 +116,7 @@ def test_no_output_byte_names_a_subject(resources: Resources, approved: str, coh
         assert not leaked, f"{key} holds {len(leaked)} identifier(s) of the source"
 
 
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_a_lab_delivery_with_paired_reads_and_index_files_leaves_no_identifier(
         resources: Resources, cohort: Path) -> None:
     """SEQ §5, GB/T 39725 §10.2 a, d: paired R1/R2 listed for one sample, .bai and .tbi index

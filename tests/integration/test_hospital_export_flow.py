@@ -42,6 +42,7 @@ def hospital_export(cohort: Path) -> set[str]:
     return {row[c] for row in rows for c in ("mrn", "name", "id_number", "mobile", "email")}
 
 
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_a_hospital_export_goes_through_the_lifecycle_after_the_steward_approves_its_map(
         resources, cohort: Path, home: Path) -> None:
     from flows.certify import certify_flow
