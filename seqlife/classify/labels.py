@@ -152,10 +152,6 @@ def label_table(file: str, columns: Mapping[str, Any], detectors: DetectorSet, p
     return refine_birth_dates(columns, labels, detectors, policy), special_count, groups
 
 
-def _length(column: Any) -> int:
-    return len(column)
-
-
 def refine_birth_dates(columns: Mapping[str, Any], labels: Sequence[FieldLabel],
                        detectors: DetectorSet, policy: Policy) -> list[FieldLabel]:
     """Tell the birth date apart from event dates (GB/T 39725 Table 6: it becomes an age, not a
@@ -166,7 +162,7 @@ def refine_birth_dates(columns: Mapping[str, Any], labels: Sequence[FieldLabel],
     if not dated:
         return out
     hinted = [i for i in dated if name_has_hint(out[i].field, rule["name_hints"])]
-    rows = _length(columns[out[dated[0]].field])
+    rows = len(columns[out[dated[0]].field])
     positions = sorted(random.Random(0).sample(range(rows), min(rows, int(rule["sample_rows"]))))
     parse = detectors["date"].parse
     if parse is None:

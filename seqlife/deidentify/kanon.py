@@ -430,11 +430,16 @@ def class_sizes(df: pd.DataFrame, quasi_identifiers: Sequence[str],
     _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
     if subject is not None:
-        people, _ = pd.factorize(df[subject], use_na_sentinel=False)
-        pairs = np.unique(inverse.astype(np.int64) * max(int(people.max(initial=0)) + 1, 1) + people)
-        counts = np.bincount(pairs // max(int(people.max(initial=0)) + 1, 1),
-                             minlength=len(counts))
+        counts = people_per_class(inverse, df[subject], len(counts))
     return counts[inverse]
+
+
+def people_per_class(classes: np.ndarray, subjects: pd.Series, count: int) -> np.ndarray:
+    """Distinct people in each of ``count`` classes (``classes``: each row's class index)."""
+    people, uniques = pd.factorize(subjects, use_na_sentinel=False)
+    width = max(len(uniques), 1)
+    pairs = np.unique(classes.astype(np.int64) * width + people)
+    return np.bincount(pairs // width, minlength=count)
 
 
 def k_of(df: pd.DataFrame, quasi_identifiers: Sequence[str], subject: str | None = None) -> int:

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from seqlife.deidentify.errors import DeidentificationError, ReidentificationRiskTooHigh
+from seqlife.deidentify.kanon import people_per_class
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def assess(deidentified: pd.DataFrame, quasi_identifiers: list[str],
     class_keys, inverse, sizes = np.unique(released, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
     if subject is not None:
-        sizes = _people_per_class(inverse, deidentified[subject], len(class_keys))
+        sizes = people_per_class(inverse, deidentified[subject], len(class_keys))
     per_record = sizes[inverse]
     population_sizes = sizes
     if population is not None and len(keys[-1]):
@@ -148,14 +149,6 @@ def assess(deidentified: pd.DataFrame, quasi_identifiers: list[str],
         linkage_unique=unique,
         thresholds=thresholds,
     )
-
-
-def _people_per_class(classes: np.ndarray, subjects: pd.Series, count: int) -> np.ndarray:
-    """Distinct people in each class (``classes``: each row's class index)."""
-    people, uniques = pd.factorize(subjects, use_na_sentinel=False)
-    width = max(len(uniques), 1)
-    pairs = np.unique(classes.astype(np.int64) * width + people)
-    return np.bincount(pairs // width, minlength=count)
 
 
 def linkage_attack(released: pd.DataFrame, raw: pd.DataFrame, columns: list[str],
@@ -185,8 +178,8 @@ def linkage_attack(released: pd.DataFrame, raw: pd.DataFrame, columns: list[str]
             pd.concat([released[subject], raw[subject]], ignore_index=True),
             use_na_sentinel=False)
         width = max(len(uniques), 1)
-        people = _people_per_class(inverse, pd.Series(people_codes[:len(released)]),
-                                   len(class_keys))
+        people = people_per_class(inverse, pd.Series(people_codes[:len(released)]),
+                                  len(class_keys))
         matches = np.where(found, people[where], 0)
         released_pairs = np.unique(inverse.astype(np.int64) * width + people_codes[:len(released)])
         raw_pairs = where.astype(np.int64) * width + people_codes[len(released):]

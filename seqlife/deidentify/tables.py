@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -156,7 +156,7 @@ class ColumnPlan:
     subject: str
     birth: str | None
     dates: tuple[str, ...]          # event dates, shifted
-    anchor: str | None              # the earliest event date (by median): intervals start here
+    anchor: str | None              # the earliest event date (by median), once dates are parsed
     postcodes: tuple[str, ...]
     area_from: str | None
     regions_dropped: tuple[str, ...]
@@ -234,7 +234,7 @@ def plan_columns(df: pd.DataFrame, roles: Mapping[str, ColumnRole], policy: Poli
     _refuse_name_collisions(df, policy, subjects[0], births, dates, area_from)
     plan = ColumnPlan(
         subject=subjects[0], birth=births[0] if births else None, dates=dates,
-        anchor=_anchor(df, dates), postcodes=tuple(buckets.get("postcode", [])),
+        anchor=None, postcodes=tuple(buckets.get("postcode", [])),
         area_from=area_from, regions_dropped=tuple(r for r in regions if r != area_from),
         employers=tuple(buckets.get("employer", [])), sexes=tuple(buckets.get("sex", [])),
         diagnoses=tuple(c for r in policy["diagnosis"]["roles"] for c in buckets.get(r, [])),
@@ -347,7 +347,7 @@ def transform_table(df: pd.DataFrame, roles: Mapping[str, ColumnRole], policy: P
     for column in (plan.birth, *plan.dates):
         if column is not None:
             df[column] = as_dates(df[column], parse_date, column)
-    plan = plan_columns(df, roles, policy, populations)  # the anchor needs parsed dates
+    plan = replace(plan, anchor=_anchor(df, plan.dates))  # the anchor needs parsed dates
     subject_column = policy["linkage_identifier"]["column"]
     keys = df[plan.subject].astype("string")
     surrogates = keys.map(lambda key: subject_surrogate(surrogate_secret, key))

@@ -125,7 +125,9 @@ def test_hostile_csv_cells_parse_or_are_refused_without_echoing_the_value(
         table = collect.read_table(path, collect.load_schema("clinical"), "clinical.csv")
     except SeqlifeError as error:
         counts = re.sub(r"\b\d+ (value|row)", r"\1", error.message)  # counts are not values
-        assert cell.strip() == "" or cell not in counts
+        # A one-character cell (")", "a") occurs in any sentence; only longer ones can be told
+        # apart from the message's own words.
+        assert len(cell.strip()) < 2 or cell not in counts
         return
     assert table.num_rows == len(rows)
 
