@@ -40,9 +40,11 @@ def run_collect(res: Resources, source: str, dataset: str, scenario: str, owner:
         plan = t.plan_collection(delivery, scenario, policy)
         everyone = frozenset({f.sample_id for f in plan.files if f.sample_id}
                              | {f.subject_key for f in plan.files if f.subject_key})
+        references = res.references(tuple((delivery.source / path, path)
+                                          for path in delivery.references))
         checks = [check for batch in t.check_sequencing_files.map(
             unmapped(str(delivery.source)), batches(plan.files), unmapped(policy),
-            unmapped(everyone)).result() for check in batch]
+            unmapped(everyone), unmapped(str(references))).result() for check in batch]
         sequencing = [(planned.path, delivery.source / planned.path, check.format)
                       for check, planned in zip(checks, plan.files)]
         frames = quality.intake_frames(delivery.tables["clinical"].to_pandas(), sequencing,

@@ -28,7 +28,7 @@ from tasks import deidentify as t
 from tasks.classify import require_approved_classification
 from tasks.lineage import recorded_artifacts, stage_of_run
 
-SEQUENCING = ("fastq", "bam", "vcf")
+SEQUENCING = ("fastq", "bam", "cram", "vcf", "bcf")
 
 
 def run_deidentify(res: Resources, dataset: str, project: str, version: int | None,
@@ -70,15 +70,20 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
                 unmapped(res), batches(files), unmapped(sample_map), unmapped(name_map),
                 unmapped(workdir), unmapped(policy), unmapped(names),
                 unmapped(subject_of)).result() for one in batch]
-            for data_file, (relative, path, _) in zip(files, scrubbed):
-                outputs.append((relative, data_file["role"], path,
-                                sample_map[subject_of[data_file["sample_id"]]]))
-            t.scan_outputs([(relative, path, data_file["format"]) for data_file, (relative, path, _)
-                            in zip(files, scrubbed)]
-                           + [(relative, _as_text(path, work), "table")
-                              for relative, _, path, _ in outputs
-                              if relative.endswith(".parquet")], identifiers)
-            vcfs = [path for relative, path, _ in scrubbed if relative.endswith(".vcf.gz")]
+            scanned = []
+            for data_file, (relative, path, _, index) in zip(files, scrubbed):
+                subject = sample_map[subject_of[data_file["sample_id"]]]
+                outputs.append((relative, data_file["role"], path, subject))
+                scanned.append((relative, path, data_file["format"]))
+                if index is not None:
+                    index_relative, index_path = index
+                    outputs.append((index_relative, "index", index_path, subject))
+                    scanned.append((index_relative, index_path, "index"))
+            scan = t.scan_outputs(scanned + [(relative, _as_text(path, work), "table")
+                                      for relative, _, path, _ in outputs
+                                      if relative.endswith(".parquet")], identifiers)
+            vcfs = [path for relative, path, _, _ in scrubbed
+                    if relative.endswith((".vcf.gz", ".vcf", ".bcf"))]
             if vcfs:
                 frequencies = allele_frequency_summary(vcfs, int(policy["small_cells"]))
                 outputs.append(("tables/allele_frequency.parquet", "summary",
@@ -89,9 +94,11 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
                            "grade": labels["grade"], "tier": labels["tier"],
                            "policy_hash": policy.content_hash},
                 **table_report(table, policy),
-                "files": [{"path": relative, **asdict(scrub)} for relative, _, scrub in scrubbed],
+                "files": [{"path": relative, **asdict(scrub)}
+                          for relative, _, scrub, _ in scrubbed],
                 "approval": {"status": "pending_approval", "approver_role": policy["approver_role"]},
-                "quality": {"passed": True, "policy_hash": quality_hash},
+                "quality": {"passed": True, "policy_hash": quality_hash,
+                            "identifier_scan": scan},
             }
             inputs = [a for a in recorded_artifacts(res, dataset, source.version)
                       if a.path in {f["path"] for f in source.files

@@ -6,6 +6,7 @@ receives the same ``Resources`` either way.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,8 @@ from infra.catalog import make_engine, session_factory, upgrade
 from infra.datakeys import DataKeys, open_master
 from infra.keystore import LocalKeyStore
 from infra.objectstore import ObjectStore, open_store
+from seqlife import reference
+from seqlife.exceptions import ConfigurationError
 from seqlife.settings import Settings
 
 
@@ -37,6 +40,26 @@ class Resources:
         """Sent to a Dask worker (another process or machine), resources travel as their settings
         and are opened there: engines, sessions and clients never cross a process boundary."""
         return (build_resources, (self.settings,))
+
+    def references(self, declared: tuple[tuple[Path, str], ...] = ()) -> Path:
+        """The CRAM reference cache, filled from ``SEQLIFE_REFERENCE`` and from ``declared``
+        (path, label) FASTA files of a delivery, and handed to htslib (no network lookup). A
+        FASTA already cached (same size and modification time) is not read again."""
+        cache = self.settings.home / "references"
+        done = cache / ".filled"
+        done.mkdir(parents=True, exist_ok=True)
+        sources = [(path, path.name) for path in self.settings.references] + list(declared)
+        for path, label in sources:
+            if not path.is_file():
+                raise ConfigurationError(f"{label}: the reference FASTA does not exist.")
+            stat = path.stat()
+            marker = done / hashlib.sha256(
+                f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+            if not marker.exists():
+                reference.populate(path, cache, label)
+                marker.touch()
+        reference.use_cache(cache)
+        return cache
 
     def scratch(self) -> Path:
         """Scratch space under SEQLIFE_HOME for temporary copies; callers remove what they make."""

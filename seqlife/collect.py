@@ -33,12 +33,13 @@ from seqlife.exceptions import (
     SchemaMismatch,
     UnknownFormat,
 )
+from seqlife import reference
 from seqlife.policy import DATA_CATALOG, Policy, load_policy
 from seqlife.tableio import read_table_file
 
 REQUIRED_RULES = frozenset(
     {"scenario_scopes", "on_withdrawn", "sequencing_formats", "tables", "raw_zone", "checksum",
-     "index_suffixes", "max_decompression_ratio",
+     "index_suffixes", "max_decompression_ratio", "max_decompressed_gib",
      "table_encodings"})
 SCHEMA_DIR = DATA_CATALOG / "schemas"
 HASH_CHUNK = 1 << 16  # 64 KiB reads: hashlib's sweet spot on this machine (PERF-ANCHORS 2e)
@@ -183,7 +184,7 @@ class FastqBlocks:
 
 
 def check_fastq(path: Path, label: str, progress: Progress | None = None,
-                max_ratio: float = 0.0) -> FileCheck:
+                max_ratio: float = 0.0, max_bytes: int = 1 << 62) -> FileCheck:
     """Parse every record of a FASTQ (plain or gzip, multi-member) while hashing the file.
 
     With ``max_ratio``, a gzip stream that inflates to more than that many times the bytes read
@@ -203,10 +204,12 @@ def check_fastq(path: Path, label: str, progress: Progress | None = None,
                 _check_fastq_lines(lines, label, records)
                 records += len(lines) // 4
                 inflated += sum(map(len, lines)) + len(lines)
-                if is_gzip and max_ratio and inflated > max_ratio * max(hashing.size, 1 << 20):
+                if is_gzip and (inflated > max_bytes or (
+                        max_ratio and inflated > max_ratio * max(hashing.size, 1 << 20))):
                     raise MalformedFile(label, "FASTQ", f"it inflates to more than {max_ratio:g} "
-                                        "times its compressed size (a decompression bomb?); "
-                                        "ask the lab for the original file")
+                                        f"times its compressed size or past {max_bytes >> 30} GiB"
+                                        " (a decompression bomb?); ask the lab for the original "
+                                        "file")
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise MalformedFile(label, "FASTQ", "compressed stream is truncated or corrupt") from exc
         tail = blocks.tail()
@@ -221,21 +224,66 @@ def check_fastq(path: Path, label: str, progress: Progress | None = None,
                      read_names=names)
 
 
-def check_bam(path: Path, label: str, progress: Progress | None = None) -> FileCheck:
-    """Decode every alignment with htslib; a missing EOF block or a bad record is refused."""
+def bgzf_inflated_size(path: Path, label: str, file_format: str, max_ratio: float,
+                       max_bytes: int) -> int:
+    """Sum the uncompressed sizes BGZF blocks declare (each block's last four bytes), seeking
+    from block to block so only 18 + 4 bytes of each are read; refuse a file that would inflate
+    past ``max_ratio`` times its size (beyond the first MiB) or ``max_bytes`` before htslib
+    decodes a byte of it. A plain (uncompressed) file inflates to itself."""
+    size = path.stat().st_size
+    total = 0
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\x1f\x8b":
+            return size
+        offset = 0
+        while offset < size:
+            handle.seek(offset)
+            head = handle.read(18)
+            if len(head) < 18 or head[12:14] != b"BC":
+                break  # not BGZF from here on: htslib's own decoding reports it
+            block = int.from_bytes(head[16:18], "little") + 1
+            handle.seek(offset + block - 4)
+            total += int.from_bytes(handle.read(4), "little")
+            offset += block
+            if total > max_bytes or (max_ratio and total > max_ratio * max(offset, 1 << 20)):
+                raise MalformedFile(label, file_format, "it inflates to more than "
+                                    f"{max_ratio:g} times its compressed size or past "
+                                    f"{max_bytes >> 30} GiB (a decompression bomb?); ask the lab "
+                                    "for the original file")
+    return total
+
+
+def check_alignments(path: Path, label: str, file_format: str,
+                     progress: Progress | None = None, references: Path | None = None
+                     ) -> FileCheck:
+    """Decode every alignment of a BAM or CRAM with htslib; a missing EOF block, a bad record or
+    (CRAM) a reference sequence seqlife does not hold is refused."""
     sha256, size = hash_file(path, progress)
     pysam.set_verbosity(0)
+    if references is not None:
+        reference.use_cache(references)
     try:
-        with pysam.AlignmentFile(str(path), "rb", check_sq=False) as bam:
-            samples = tuple(sorted({rg.get("SM", "") for rg in bam.header.to_dict().get("RG", [])}))
+        with pysam.AlignmentFile(str(path), "rc" if file_format == "cram" else "rb",
+                                 check_sq=False) as bam:
+            header = bam.header.to_dict()
+            if file_format == "cram" and (references is None or (absent := reference.missing(
+                    header.get("SQ", []), references))):
+                count = len(absent) if references else "all"
+                raise CollectError(
+                    f"{label}: CRAM whose reference sequence is not available for {count} of its "
+                    "@SQ lines (each needs an M5 checksum seqlife holds). "
+                    "Declare the FASTA it was made with (sample-sheet column 'reference', or "
+                    "SEQLIFE_REFERENCE) and collect again.", path=label, format="CRAM")
+            samples = tuple(sorted({rg.get("SM", "") for rg in header.get("RG", [])}))
             records = sum(1 for _ in bam.fetch(until_eof=True))
     except (OSError, ValueError) as exc:
-        raise MalformedFile(label, "BAM", _htslib_problem(exc)) from exc
-    return FileCheck(label, "bam", size, sha256, records, samples)
+        raise MalformedFile(label, file_format.upper(), _htslib_problem(exc)) from exc
+    return FileCheck(label, file_format, size, sha256, records, samples)
 
 
-def check_vcf(path: Path, label: str, progress: Progress | None = None) -> FileCheck:
-    """Decode every VCF record (genotypes included) with htslib."""
+def check_variants(path: Path, label: str, file_format: str,
+                   progress: Progress | None = None) -> FileCheck:
+    """Decode every VCF or BCF record (genotypes included) with htslib."""
     sha256, size = hash_file(path, progress)
     pysam.set_verbosity(0)
     try:
@@ -247,8 +295,8 @@ def check_vcf(path: Path, label: str, progress: Progress | None = None) -> FileC
                     sample.get("GT")
                 records += 1
     except (OSError, ValueError) as exc:
-        raise MalformedFile(label, "VCF", _htslib_problem(exc)) from exc
-    return FileCheck(label, "vcf", size, sha256, records, samples)
+        raise MalformedFile(label, file_format.upper(), _htslib_problem(exc)) from exc
+    return FileCheck(label, file_format, size, sha256, records, samples)
 
 
 def _htslib_problem(exc: Exception) -> str:
@@ -260,20 +308,32 @@ def _htslib_problem(exc: Exception) -> str:
     return "a record cannot be decoded"
 
 
-_CHECKERS = {"fastq": check_fastq, "bam": check_bam, "vcf": check_vcf}
+#: Sample-sheet columns and the formats each may hold (recognised by content).
+SHEET_FORMATS = {"fastq": ("fastq",), "bam": ("bam", "cram"), "vcf": ("vcf", "bcf")}
 
 
 def check_sequencing_file(path: Path, label: str, accepted: Iterable[str],
-                          progress: Progress | None = None, max_ratio: float = 0.0) -> FileCheck:
-    """Recognise a sequencing file by content and validate it fully."""
+                          progress: Progress | None = None, max_ratio: float = 0.0,
+                          max_bytes: int = 1 << 62, column: str | None = None,
+                          references: Path | None = None) -> FileCheck:
+    """Recognise a sequencing file by content and validate it fully; a compressed file is first
+    bounded (``max_ratio``, ``max_bytes``) so a decompression bomb is refused unread."""
     file_format = sniff_format(path, label)
     if file_format not in accepted:
         raise CollectError(
             f"{label}: {file_format.upper()} files are not accepted at intake by the current "
             "policy (collect.sequencing_formats).", path=label)
+    if column is not None and file_format not in SHEET_FORMATS[column]:
+        raise CollectError(
+            f"{label}: listed in the sample sheet's '{column}' column but it is a "
+            f"{file_format.upper()} file. Move it to the column for its kind.", path=label)
     if file_format == "fastq":
-        return check_fastq(path, label, progress, max_ratio)
-    return _CHECKERS[file_format](path, label, progress)
+        return check_fastq(path, label, progress, max_ratio, max_bytes)
+    if file_format != "cram":  # CRAM blocks are not gzip: htslib bounds them by container size
+        bgzf_inflated_size(path, label, file_format.upper(), max_ratio, max_bytes)
+    if file_format in ("bam", "cram"):
+        return check_alignments(path, label, file_format, progress, references)
+    return check_variants(path, label, file_format, progress)
 
 
 def refuse_links(root: Path) -> None:
@@ -308,7 +368,11 @@ def check_index(data: Path, index: Path, label: str) -> None:
     """An index must open with its data file (htslib reads it and its reference list)."""
     pysam.set_verbosity(0)
     try:
-        if index.suffix in (".bai", ".crai") or data.suffix == ".bam":
+        if index.suffix == ".fai":
+            with pysam.FastaFile(str(data), filepath_index=str(index)) as handle:
+                for name in handle.references:  # every sequence's offsets must fit the file
+                    handle.fetch(name, max(0, handle.get_reference_length(name) - 1))
+        elif index.suffix in (".bai", ".crai") or data.suffix == ".bam":
             with pysam.AlignmentFile(str(data), index_filename=str(index)) as handle:
                 if not handle.check_index():
                     raise ValueError("no index")
@@ -332,6 +396,9 @@ class TableSchema:
     roles: Mapping[str, str | None] = field(default_factory=dict)
     #: canonical column -> {delivered code (case-insensitive) -> our code}
     values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: columns an export may leave out altogether (read as empty); every other one must be there,
+    #: even when its cells may be empty: a consent table without its withdrawal column is refused
+    may_be_absent: frozenset[str] = frozenset()
 
     @property
     def arrow_schema(self) -> pa.Schema:
@@ -348,6 +415,7 @@ def load_schema(name: str, schema_dir: Path = SCHEMA_DIR) -> TableSchema:
         roles={c["name"]: c.get("role") for c in columns},
         values={c["name"]: {str(k).casefold(): str(v) for k, v in c["values"].items()}
                 for c in columns if c.get("values")},
+        may_be_absent=frozenset(c["name"] for c in columns if c.get("may_be_absent")),
     )
 
 
@@ -362,12 +430,16 @@ def read_table(path: Path, schema: TableSchema, label: str, parse_date: DatePars
 
     table = read_table_file(path, label, tuple(encodings))
     _check_columns(table.column_names, schema, label)
+    for name in schema.types:  # an optional column left out of the export is empty
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
     return conform(table, ColumnMap.identity(schema.name, table.column_names), schema, label,
                    parse_date or date_parser())
 
 
 def _check_columns(names: list[str], schema: TableSchema, label: str) -> None:
-    missing = [name for name in schema.types if name not in names]
+    missing = [name for name in schema.types if name not in names
+               and name not in schema.may_be_absent]
     extra = [name for name in names if name not in schema.types]
     if missing or extra:
         raise SchemaMismatch(label, f"missing column(s) {missing}, undeclared column(s) {extra}")
@@ -618,10 +690,15 @@ def subject_surrogate(secret: bytes, subject_key: str) -> str:
 
 @dataclass(frozen=True)
 class PlannedFile:
+    """A delivered file and the sample-sheet row(s) it belongs to. A file listed on several rows
+    (a trio or multi-sample VCF) belongs to the first row's sample and names the others as
+    ``members`` ((sample_id, record number) pairs), each consented like the first."""
+
     path: str
     role: str
     sample_id: str | None
     subject_key: str | None = field(repr=False)
+    members: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -675,20 +752,34 @@ def plan_collection(samples: pa.Table, consents: pa.Table, clinical: pa.Table, s
 
     for index, subject_key in enumerate(clinical.column("mrn").to_pylist()):
         decide(subject_key, "clinical table", f"in row {index + 1}")
-    files: list[PlannedFile] = []
+    rows_of: dict[tuple[str, str], list[dict]] = {}  # (path, column) -> the rows listing it
     for row in samples.to_pylist():
-        if not decide(row["mrn"], "sample sheet", f"of sample {row['sample_id']}"):
-            continue
-        for role in ("fastq", "bam", "vcf"):
+        kept = decide(row["mrn"], "sample sheet", f"of sample {row['sample_id']}")
+        for role in SHEET_FORMATS:
             for relative in listed_files(row[role]):
                 if relative not in delivered:
                     raise CollectError(
                         f"{relative}: listed in the sample sheet for sample {row['sample_id']} "
                         "but not delivered. Deliver the file or correct the sample sheet.",
                         path=relative)
-                files.append(PlannedFile(relative, role, row["sample_id"], row["mrn"]))
-    listed = {path for row in samples.to_pylist() for role in ("fastq", "bam", "vcf")
-              for path in listed_files(row[role])}
+                rows_of.setdefault((relative, role), []).append({**row, "_kept": kept})
+    files: list[PlannedFile] = []
+    for (relative, role), rows in rows_of.items():
+        if len({row["sample_id"] for row in rows}) < len(rows) and len(rows) > 1:
+            raise CollectError(f"{relative}: listed twice for the same sample in the sample "
+                               "sheet. List it once.", path=relative)
+        kept = [row for row in rows if row["_kept"]]
+        if not kept:
+            continue
+        if len(kept) < len(rows):
+            raise CollectError(
+                f"{relative}: holds the data of {len(rows)} samples of the sample sheet and "
+                f"{len(rows) - len(kept)} of their subjects withdrew consent (RARE §4.9). Ask "
+                "the lab for a copy without their samples.", path=relative)
+        first, *others = kept
+        files.append(PlannedFile(relative, role, first["sample_id"], first["mrn"],
+                                 tuple((row["sample_id"], row["mrn"]) for row in others)))
+    listed = {path for path, _ in rows_of} | set(references_listed(samples))
     unlisted = sorted(path for path in delivered if path not in listed
                       and index_target(path, policy["index_suffixes"], listed) is None)
     if unlisted:
@@ -700,20 +791,30 @@ def plan_collection(samples: pa.Table, consents: pa.Table, clinical: pa.Table, s
                           by_subject)
 
 
+def references_listed(samples: pa.Table) -> list[str]:
+    """The reference FASTA files the sample sheet declares (optional column ``reference``)."""
+    if "reference" not in samples.column_names:
+        return []
+    return sorted({path for cell in samples.column("reference").to_pylist()
+                   for path in listed_files(cell)})
+
+
 def check_inner_sample(check: FileCheck, planned: PlannedFile,
                        others: Iterable[str] = ()) -> None:
-    """The sample named inside a file must be the one the sample sheet links it to: in a BAM/VCF
-    by the lab's sample ID (how most labs name samples) or the subject's record number; in FASTQ
-    read names, no other sample or subject of the sheet may appear."""
-    foreign = [o for o in others if o and o not in (planned.sample_id, planned.subject_key)
+    """The samples named inside a file must be the ones the sample sheet links it to: in a
+    BAM/VCF by the lab's sample ID (how most labs name samples) or the subject's record number
+    (for a trio VCF, every member's); in FASTQ read names, no other sample or subject of the
+    sheet may appear."""
+    own = {planned.sample_id, planned.subject_key} | {
+        name for member in planned.members for name in member}
+    foreign = [o for o in others if o and o not in own
                and any(o in name for name in check.read_names)]
     if foreign:
         raise CollectError(
             f"{planned.path}: its read names name another sample of the sample sheet, not sample "
             f"{planned.sample_id}. The file may belong to another patient; check the delivery "
             "with the lab before collecting.", path=planned.path)
-    if check.inner_samples and not set(check.inner_samples) <= {planned.subject_key,
-                                                               planned.sample_id}:
+    if check.inner_samples and not set(check.inner_samples) <= own:
         raise CollectError(
             f"{planned.path}: the sample named inside the file does not match the subject the "
             f"sample sheet gives for sample {planned.sample_id}. The file may belong to another "

@@ -35,6 +35,9 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "(default $SEQLIFE_HOME/backups/keys)",
     "SEQLIFE_DASK_ADDRESS": "Dask scheduler (tcp://host:8786) the per-file tasks of collect, "
     "deidentify and encrypt fan out on (default: Prefect's own runner)",
+    "SEQLIFE_REFERENCE": "FASTA file(s) of the reference genomes CRAM files were made with, "
+    "separated by ':' (plain or gzip); their sequences are cached by MD5 under "
+    "$SEQLIFE_HOME/references and htslib never looks them up on a network",
     "SEQLIFE_ACTOR": "who is acting, stamped on audit records (default the login name)",
     "SEQLIFE_ROLE": "the actor's role, stamped on audit records (default operator)",
 }
@@ -55,6 +58,7 @@ class Settings:
     kms_endpoint_url: str | None = None
     backup_dir: Path | None = None
     key_backup_dir: Path | None = None
+    references: tuple[Path, ...] = ()
 
     @property
     def prefect_home(self) -> Path:
@@ -82,6 +86,8 @@ class Settings:
             .expanduser().resolve(),
             key_backup_dir=Path(env.get("SEQLIFE_KEY_BACKUP_DIR") or home / "backups" / "keys")
             .expanduser().resolve(),
+            references=tuple(Path(part).expanduser().resolve() for part in
+                             env.get("SEQLIFE_REFERENCE", "").split(os.pathsep) if part),
         )
         settings.check()
         return settings

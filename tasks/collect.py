@@ -33,6 +33,7 @@ class Delivery:
     tables: dict[str, pa.Table]
     delivered: set[str]
     column_map: collect.ColumnMap  # how the clinical table's columns became ours
+    references: tuple[str, ...] = ()  # reference FASTA files the sample sheet declares (CRAM)
 
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".parquet")
@@ -67,13 +68,18 @@ def read_delivery(source: str, policy: Policy, maps_dir: str, column_map: str | 
     collect.refuse_links(root)
     delivered = {p.relative_to(root).as_posix() for p in root.rglob("*")
                  if p.is_file() and p.parent != root}
-    listed = {path for row in tables["samples"].to_pylist() for role in ("fastq", "bam", "vcf")
+    listed = {path for row in tables["samples"].to_pylist() for role in collect.SHEET_FORMATS
               for path in collect.listed_files(row[role])}
     for path in sorted(delivered):
         target = collect.index_target(path, policy["index_suffixes"], listed)
         if target is not None and target in delivered:
             collect.check_index(root / target, root / path, path)
-    return Delivery(root, tables, delivered, chosen)
+    references = tuple(collect.references_listed(tables["samples"]))
+    for path in references:
+        if path not in delivered:
+            raise CollectError(f"{path}: declared as a reference in the sample sheet but not "
+                               "delivered.", path=path)
+    return Delivery(root, tables, delivered, chosen, references)
 
 
 def _read_clinical(path: Path, policy: Policy, parse_date: collect.DateParser, maps_dir: str,
@@ -112,20 +118,25 @@ def plan_collection(delivery: Delivery, scenario: str, policy: Policy) -> collec
 
 @task(name="check_sequencing_file", cache_policy=NO_CACHE)
 def check_sequencing_file(source: str, planned: collect.PlannedFile, policy: Policy,
-                          others: frozenset[str] = frozenset()) -> collect.FileCheck:
-    check = collect.check_sequencing_file(Path(source) / planned.path, planned.path,
-                                          policy["sequencing_formats"],
-                                          max_ratio=float(policy["max_decompression_ratio"]))
+                          others: frozenset[str] = frozenset(), references: str | None = None
+                          ) -> collect.FileCheck:
+    check = collect.check_sequencing_file(
+        Path(source) / planned.path, planned.path, policy["sequencing_formats"],
+        max_ratio=float(policy["max_decompression_ratio"]),
+        max_bytes=int(policy["max_decompressed_gib"]) << 30, column=planned.role,
+        references=Path(references) if references else None)
     collect.check_inner_sample(check, planned, others)
     return check
 
 
 @task(name="check_sequencing_files", cache_policy=NO_CACHE)
 def check_sequencing_files(source: str, planned: list[collect.PlannedFile], policy: Policy,
-                           others: frozenset[str] = frozenset()) -> list[collect.FileCheck]:
+                           others: frozenset[str] = frozenset(), references: str | None = None
+                           ) -> list[collect.FileCheck]:
     """A batch of files checked in one task (see ``tasks.batches``); ``others``: every sample ID
-    and subject of the delivery, none of which may name another sample's reads."""
-    return [check_sequencing_file.fn(source, one, policy, others) for one in planned]
+    and subject of the delivery, none of which may name another sample's reads; ``references``:
+    the CRAM reference cache."""
+    return [check_sequencing_file.fn(source, one, policy, others, references) for one in planned]
 
 
 @task(name="stage_tables", cache_policy=NO_CACHE)

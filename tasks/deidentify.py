@@ -110,18 +110,24 @@ def deidentify_table(res: Resources, source: Source, project: str, policy: Polic
 
 
 @task(name="scan_outputs", cache_policy=NO_CACHE)
-def scan_outputs(files: list[tuple[str, Path, str]], identifiers: frozenset[str]) -> None:
+def scan_outputs(files: list[tuple[str, Path, str]], identifiers: frozenset[str]
+                 ) -> dict[str, int]:
     """Every output, decompressed and streamed, holds no identifier of a source subject."""
-    residual.check_outputs(files, identifiers)
+    return residual.check_outputs(files, identifiers)
 
 
 @task(name="scrub_sequencing_file", cache_policy=NO_CACHE, retries=2,
       retry_delay_seconds=[1, 5], retry_condition_fn=is_transient)
 def scrub_sequencing_file(res: Resources, data_file: dict, sample_map: dict[str, str],
                           name_map: dict[str, str], workdir: str, policy: Policy,
-                          relative: str, subject_key: str) -> tuple[str, Path, sequencing.ScrubReport]:
-    """Scrub one file in streaming; the output is named by surrogate (``relative``)."""
-    src = _fetch(res, data_file, Path(workdir) / f"in-{hashlib.sha256(data_file['path'].encode()).hexdigest()[:12]}")
+                          relative: str, subject_key: str
+                          ) -> tuple[str, Path, sequencing.ScrubReport, tuple[str, Path] | None]:
+    """Scrub one file in streaming; the output is named by surrogate (``relative``) and gets
+    its own index where the format has one (the delivered index no longer fits it)."""
+    # Fetched under its delivered base name, so an error names the file the lab knows.
+    inbox = Path(workdir) / f"in-{hashlib.sha256(data_file['path'].encode()).hexdigest()[:12]}"
+    inbox.mkdir(parents=True, exist_ok=True)
+    src = _fetch(res, data_file, inbox / Path(data_file["path"]).name)
     with open(src, "rb") as handle:
         relative = with_compression(relative, data_file["format"], handle.read(2) == b"\x1f\x8b")
     dst = Path(workdir) / relative
@@ -131,14 +137,23 @@ def scrub_sequencing_file(res: Resources, data_file: dict, sample_map: dict[str,
     # this file's own identifiers (a short pattern); the last check scans for everyone's.
     identifiers = {**sample_map, **name_map}
     own = {k: v for k, v in identifiers.items() if k in (data_file["sample_id"], subject_key)}
-    if data_file["format"] == "vcf":
+    file_format = data_file["format"]
+    if file_format == "vcf":
         report = sequencing.scrub_vcf(src, dst, identifiers, policy["vcf_keep_meta"], index=False)
-    elif data_file["format"] == "bam":
+    elif file_format == "bcf":
+        report = sequencing.scrub_bcf(src, dst, identifiers, policy["vcf_keep_meta"])
+    elif file_format == "bam":
         report = sequencing.scrub_bam(src, dst, identifiers)
+    elif file_format == "cram":
+        res.references()
+        report = sequencing.scrub_cram(src, dst, identifiers)
     else:
         report = sequencing.scrub_fastq(src, dst, own or name_map)
     src.unlink()
-    return relative, dst, report
+    inbox.rmdir()
+    index = sequencing.index_output(dst, file_format)
+    return relative, dst, report, (
+        (relative + index.name[len(dst.name):], index) if index is not None else None)
 
 
 @task(name="scrub_sequencing_files", cache_policy=NO_CACHE, retries=2,
@@ -146,7 +161,8 @@ def scrub_sequencing_file(res: Resources, data_file: dict, sample_map: dict[str,
 def scrub_sequencing_files(res: Resources, data_files: list[dict], sample_map: dict[str, str],
                            name_map: dict[str, str], workdir: str, policy: Policy,
                            names: dict[str, str], subject_of: dict[str, str]
-                           ) -> list[tuple[str, Path, sequencing.ScrubReport]]:
+                           ) -> list[tuple[str, Path, sequencing.ScrubReport,
+                                           tuple[str, Path] | None]]:
     """A batch of files scrubbed in one task (see ``tasks.batches``); a retry redoes the batch,
     which only rewrites the same scratch files."""
     return [scrub_sequencing_file.fn(res, f, sample_map, name_map, workdir, policy,
@@ -232,8 +248,9 @@ def store_deidentified(res: Resources, source: Source, project: str,
 
 def _format_of(path: str) -> str:
     for suffix, name in ((".parquet", "parquet"), (".fastq.gz", "fastq"), (".fastq", "fastq"),
-                         (".vcf", "vcf"), (".bam", "bam"),
-                         (".vcf.gz", "vcf")):
+                         (".vcf", "vcf"), (".bam", "bam"), (".cram", "cram"), (".bcf", "bcf"),
+                         (".vcf.gz", "vcf"), (".bai", "index"), (".crai", "index"),
+                         (".tbi", "index"), (".csi", "index")):
         if path.endswith(suffix):
             return name
     return "other"

@@ -294,10 +294,10 @@ def intake_frames(clinical: pd.DataFrame, files: Sequence[tuple[str, str, str]],
                for label, path, fmt in files if fmt in ("fastq", "bam")}
     if metrics:
         frames["sequencing QC"] = (rules.qc_table(metrics), sequencing_qc.SUITE)
-    vcfs = [rules.variant_table(path, int(policy["variant_sample_records"]))
-            for _, path, fmt in files if fmt == "vcf"]
-    if vcfs:
-        frames["variants (all VCFs)"] = (pd.concat(vcfs, ignore_index=True), variants.SUITE)
+    for label, path, fmt in files:  # one table per file, so a failure names the delivered file
+        if fmt in ("vcf", "bcf"):
+            frames[f"variants of {label}"] = (
+                rules.variant_table(path, int(policy["variant_sample_records"])), variants.SUITE)
     return frames
 
 

@@ -81,7 +81,7 @@ def deidentify_local_file(kind: str, src: Path, out: Path, *, surrogate_secret: 
 _LANE = re.compile(r"(?:^|[._-])(L[0-9]{3})(?=[._-])")
 _READ = re.compile(r"(?:^|[._-])(?:R([12])|([12]))(?=[._-](?:f(?:ast)?q|[0-9]{3}))")
 _EXTENSIONS = {"fastq": (".fastq", ".fastq.gz"), "bam": (".bam", ".bam"),
-               "vcf": (".vcf", ".vcf.gz")}
+               "cram": (".cram", ".cram"), "vcf": (".vcf", ".vcf.gz"), "bcf": (".bcf", ".bcf")}
 
 
 def output_names(files: Sequence[Mapping[str, str]], name_map: Mapping[str, str]) -> dict[str, str]:

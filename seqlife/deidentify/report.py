@@ -120,7 +120,8 @@ def render_html(report: Mapping[str, Any]) -> bytes:
             f"<table>{_rows(attacker)}</table></section>")
     for title, key in (("Source and policy", "source"), ("Table transforms", "table"),
                        ("k-anonymity", "kanon"), ("Re-identification test", "risk"),
-                       ("Sequencing files", "files"), ("Approval", "approval")):
+                       ("Sequencing files", "files"), ("Quality gate and identifier scan",
+                                                       "quality"), ("Approval", "approval")):
         value = report.get(key)
         if value is None:
             continue

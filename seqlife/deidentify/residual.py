@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 import ahocorasick
 import pandas as pd
+import pysam
 
 from seqlife.deidentify.errors import DeidentificationError
 
@@ -96,16 +97,54 @@ def _decompressed(handle: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
+def _cram_as_sam(path: Path) -> tuple[int, Iterator[bytes]]:
+    """A CRAM decoded by htslib into SAM text (header first): its blocks are compressed with
+    codecs a byte scan cannot see through (rANS, arithmetic, name tokenisers)."""
+    pysam.set_verbosity(0)
+    with pysam.AlignmentFile(str(path), "rc", check_sq=False) as cram:
+        header = str(cram.header).encode("utf-8", "surrogateescape")
+    return len(header), _cram_records(path, header)
+
+
+def _cram_records(path: Path, header: bytes) -> Iterator[bytes]:
+    yield header
+    with pysam.AlignmentFile(str(path), "rc", check_sq=False) as cram:
+        batch: list[str] = []
+        size = 0
+        for read in cram.fetch(until_eof=True):
+            line = read.to_string()
+            batch.append(line)
+            size += len(line)
+            if size >= CHUNK:
+                yield ("\n".join(batch) + "\n").encode("utf-8", "surrogateescape")
+                batch, size = [], 0
+        if batch:
+            yield ("\n".join(batch) + "\n").encode("utf-8", "surrogateescape")
+
+
+def _streams(path: Path, file_format: str) -> Iterator[tuple[int, Iterator[bytes]]]:
+    """What is scanned of one file, each with where its header ends: the bytes decompressed,
+    and for CRAM also its decoded text."""
+    with open(path, "rb") as handle:
+        yield _header_end(path, file_format), _decompressed(handle)
+    if file_format == "cram":
+        yield _cram_as_sam(path)
+
+
 def _header_end(path: Path, file_format: str) -> int:
     """Where the header ends in the decompressed stream (0 for FASTQ: it has none)."""
-    if file_format == "fastq":
+    if file_format in ("fastq", "index"):
         return 0
+    if file_format == "cram":
+        return 1 << 62  # a hit in the raw bytes: the header block (records are compressed)
     with open(path, "rb") as handle:
         seen = bytearray()
         for chunk in _decompressed(handle):
             seen += chunk
             if file_format == "bam" and len(seen) >= 8:
                 return 8 + int.from_bytes(seen[4:8], "little")
+            if file_format == "bcf" and len(seen) >= 9:
+                return 9 + int.from_bytes(seen[5:9], "little")
             if file_format == "vcf":
                 at = seen.find(b"\n#CHROM")
                 if at >= 0 and seen.find(b"\n", at + 1) >= 0:
@@ -120,21 +159,28 @@ def scan(files: Iterable[tuple[str, Path, str]], scanner: Scanner) -> dict[str, 
     'records' ('read names or tags' for BAM and FASTQ). Empty when every file is clean."""
     hits: dict[str, set[str]] = {}
     for label, path, file_format in files:
-        header_end = _header_end(path, file_format)
-        body = "read names or tags" if file_format in ("bam", "fastq") else "records"
+        body = "read names or tags" if file_format in ("bam", "cram", "fastq") else "records"
         try:
-            with open(path, "rb") as handle:
-                for offset in scanner.offsets(_decompressed(handle)):
+            for header_end, stream in _streams(path, file_format):
+                for offset in scanner.offsets(stream):
                     hits.setdefault(label, set()).add("header" if offset < header_end else body)
-        except (OSError, EOFError, zlib.error) as exc:
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
             raise DeidentificationError(
                 f"{label}: the de-identified output cannot be read back for the identifier scan "
                 "(corrupt); nothing was stored.") from exc
     return hits
 
 
-def check_outputs(files: Iterable[tuple[str, Path, str]], identifiers: Iterable[str]) -> None:
-    """Raise :class:`ResidualIdentifier` when any output still holds a source identifier."""
+def check_outputs(files: Iterable[tuple[str, Path, str]], identifiers: Iterable[str]
+                  ) -> dict[str, int]:
+    """Raise :class:`ResidualIdentifier` when any output still holds a source identifier;
+    otherwise say how much was scanned for how many identifiers (counts for the report)."""
+    files, identifiers = list(files), frozenset(identifiers)
+    if not identifiers:
+        raise DeidentificationError("The identifier scan has no identifier of the source to look "
+                                    "for (no record number, sample ID or name was read): it "
+                                    "cannot show the outputs are clean, so nothing was stored.")
     hits = scan(files, Scanner.of(identifiers))
     if hits:
         raise ResidualIdentifier(hits)
+    return {"files": len(files), "identifiers": len(identifiers)}

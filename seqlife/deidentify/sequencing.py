@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pysam
+import pysam.bcftools
 
 from seqlife.collect import FastqBlocks
 from seqlife.deidentify.seqerrors import EXTEND_MAP, ScrubError
@@ -999,3 +1000,181 @@ def _rename_reads(lines: list[bytes], first: int, renamer: _ReadRenamer, label: 
             lines[index + 2] = b"+"
             dropped += 1
     return dropped
+
+
+# --- BCF -------------------------------------------------------------------------------------
+
+#: ``##`` keys whose lines make up BCF's dictionaries (records refer to them by position).
+BCF_DICTIONARY_META = ("contig", "INFO", "FORMAT", "FILTER")
+
+
+def scrub_bcf(src: Path, dst: Path, sample_map: Mapping[str, str],
+              keep_meta: Collection[str]) -> ScrubReport:
+    """BCF as :func:`scrub_vcf` does VCF: the header text (``BCF\\2\\2``, its length, the VCF
+    header) rewritten by the same rules, every record block after it copied verbatim.
+
+    Records name contigs, INFO/FORMAT/FILTER keys and samples by their position in the header,
+    so a sample renamed in place keeps every genotype on it. A keep list without ``contig``,
+    ``INFO``, ``FORMAT`` and ``FILTER`` would shift those positions and corrupt every record: it
+    is refused.
+
+    Raises:
+        ScrubError: as :func:`scrub_vcf`, and a keep list that would break the dictionaries.
+    """
+    src, dst = Path(src), Path(dst)
+    label = src.name
+    _check_map(sample_map, label, "BCF")
+    keep = set(keep_meta) | {"fileformat"}
+    if not set(BCF_DICTIONARY_META) <= keep:
+        raise ScrubError(label, "BCF", "the policy's kept meta lines leave out "
+                         f"{', '.join(sorted(set(BCF_DICTIONARY_META) - keep))}, which BCF "
+                         "records refer to by position", "keep them (deidentify.vcf_keep_meta)")
+    with open(src, "rb") as raw, closing(_BgzfReader(raw, label, "BCF")) as reader:
+        with _Output(dst) as out:
+            head = bytearray()
+            while len(head) < 9 or len(head) < 9 + _U32.unpack_from(head, 5)[0]:
+                block = reader.read_block()
+                if block is None:
+                    raise reader.error("the file ends inside the BCF header (truncated)")
+                head += reader.inflate(block)
+                if len(head) >= 5 and head[:5] != b"BCF\x02\x02":
+                    raise reader.error("it does not start with the BCF 2.2 magic (not a BCF)",
+                                       "check which file was delivered as this BCF")
+                if len(head) > HEADER_LIMIT:
+                    raise reader.error(f"the header is larger than {HEADER_LIMIT >> 20} MiB",
+                                       "ask the data engineer to review this file")
+            end = 9 + _U32.unpack_from(head, 5)[0]
+            text = bytes(head[9:end]).rstrip(b"\x00")
+            header, removed, replaced, renamed = _rewrite_vcf_header(text, sample_map, keep,
+                                                                     label)
+            _check_dictionaries(text, header, label)
+            body = header + b"\x00"
+            for block in _bgzf_blocks(b"BCF\x02\x02" + _U32.pack(len(body)) + body):
+                out.write(block)
+            for block in _bgzf_blocks(bytes(head[end:])):
+                out.write(block)
+            del head
+            copied = reader.copy_rest(out.write)
+            reader.finish(out.write)
+    return ScrubReport("bcf", reader.digest.hexdigest(), out.digest.hexdigest(), reader.size,
+                       out.size, removed, replaced, renamed, copied, None)
+
+
+def _check_dictionaries(before: bytes, after: bytes, label: str) -> None:
+    """The dictionary lines must come through the rewrite unchanged and in order."""
+    def lines(text: bytes) -> list[bytes]:
+        return [line for line in text.split(b"\n")
+                if line[2:].split(b"=", 1)[0].decode("ascii", "replace") in BCF_DICTIONARY_META]
+
+    if lines(before) != lines(after):
+        raise ScrubError(label, "BCF", "a contig, INFO, FORMAT or FILTER header line would change",
+                         "ask the data engineer to review this file")
+
+
+# --- CRAM ------------------------------------------------------------------------------------
+
+#: Bytes 6-26 of a CRAM file: the "file id", which htslib fills with the file's own name.
+_CRAM_FILE_ID = slice(6, 26)
+
+
+def scrub_cram(src: Path, dst: Path, sample_map: Mapping[str, str]) -> ScrubReport:
+    """A CRAM with the header scrubbed as :func:`scrub_bam` does and every record's read name
+    and text tags rewritten through ``sample_map``, decoded and re-encoded as CRAM by htslib.
+
+    CRAM compresses records against the reference and within containers, so there is no block
+    to copy: every record is decoded (the reference comes from the cache htslib was pointed at,
+    see :mod:`seqlife.reference`; ``@SQ M5`` checksums are kept so the output decodes with the
+    same reference). The 20-byte file id htslib writes (the output's own file name) is zeroed.
+
+    Raises:
+        ScrubError: an SM missing from the map, a record that cannot be decoded, or a missing
+            reference sequence.
+    """
+    src, dst = Path(src), Path(dst)
+    label = src.name
+    _check_map(sample_map, label, "CRAM")
+    pattern = _token_pattern(sample_map)
+
+    def neutral(value: str) -> str:
+        return pattern.sub(lambda m: sample_map[m.group(0)], value) if pattern else value
+
+    part = dst.with_name(dst.name + ".part")
+    records = 0
+    pysam.set_verbosity(0)
+    try:
+        with pysam.AlignmentFile(str(src), "rc", check_sq=False) as inp:
+            text = str(inp.header).encode("utf-8", "surrogateescape")
+            new_text, removed, replaced, renamed, id_map = _rewrite_sam_text(
+                text, sample_map, True, label)
+            header = pysam.AlignmentHeader.from_text(new_text.decode("utf-8", "surrogateescape"))
+            with pysam.AlignmentFile(str(part), "wc", header=header) as out:
+                for read in inp.fetch(until_eof=True):
+                    if read.has_tag("RG") and read.get_tag("RG") in id_map:
+                        read.set_tag("RG", id_map[read.get_tag("RG")], "Z")
+                    if read.query_name:
+                        read.query_name = neutral(read.query_name)
+                    for tag, value, kind in read.get_tags(with_value_type=True):
+                        if isinstance(value, str) and tag != "RG" and neutral(value) != value:
+                            read.set_tag(tag, neutral(value), kind)
+                    out.write(read)
+                    records += 1
+        with open(part, "r+b") as handle:
+            handle.seek(_CRAM_FILE_ID.start)
+            handle.write(bytes(_CRAM_FILE_ID.stop - _CRAM_FILE_ID.start))
+    except (OSError, ValueError) as exc:
+        part.unlink(missing_ok=True)
+        raise ScrubError(label, "CRAM", "a record could not be decoded (corrupt file, or its "
+                         "reference sequence is not held)") from exc
+    input_sha, size_in = _file_digest(src)
+    output_sha, size_out = _file_digest(part)
+    os.replace(part, dst)
+    return ScrubReport("cram", input_sha, output_sha, size_in, size_out, removed, replaced,
+                       renamed, 0, records)
+
+
+def _file_digest(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(READ_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+# --- indexes ---------------------------------------------------------------------------------
+
+
+def index_output(path: Path, file_format: str) -> Path | None:
+    """Build the index of a de-identified output (never the delivered one: its offsets no longer
+    fit): ``.bai`` for a coordinate-sorted BAM, ``.crai`` for CRAM, ``.tbi`` for a bgzip VCF,
+    ``.csi`` for BCF. Returns None where the format has no index (FASTQ, plain VCF, unsorted BAM).
+
+    Building an index reads the whole output through htslib, so it also proves the output
+    decodes (``samtools quickcheck`` and more).
+
+    Raises:
+        ScrubError: the output cannot be indexed (unsorted records, corrupt block).
+    """
+    path = Path(path)
+    pysam.set_verbosity(0)
+    try:
+        if file_format in ("bam", "cram"):
+            with pysam.AlignmentFile(str(path), check_sq=False) as handle:
+                sort_order = handle.header.to_dict().get("HD", {}).get("SO")
+            if sort_order != "coordinate":
+                return None
+            pysam.index(str(path))
+            return Path(f"{path}.{'bai' if file_format == 'bam' else 'crai'}")
+        if file_format == "vcf":
+            with open(path, "rb") as handle:
+                if handle.read(2) != b"\x1f\x8b":
+                    return None
+            pysam.tabix_index(str(path), preset="vcf", force=True, keep_original=True)
+            return Path(f"{path}.tbi")
+        if file_format == "bcf":
+            pysam.bcftools.index("--force", "--csi", str(path), catch_stdout=False)
+            return Path(f"{path}.csi")
+    except (OSError, ValueError, pysam.utils.SamtoolsError) as exc:
+        raise ScrubError(path.name, file_format.upper(), "the index of the de-identified output "
+                         "could not be built (records not sorted, or a block is corrupt)") from exc
+    return None

@@ -116,7 +116,7 @@ def test_bam_and_vcf_report_the_sample_named_inside(cohort_template: Path) -> No
                collect.read_table(cohort_template / "samples.csv", collect.load_schema("samples"),
                                   "samples.csv").to_pylist()}
     bam = next((cohort_template / "seq").glob("*.bam"))
-    check = collect.check_bam(bam, bam.name)
+    check = collect.check_alignments(bam, bam.name, "bam")
     assert check.format == "bam" and check.records > 0
     assert check.inner_samples == (samples[bam.name.split(".")[0]],)
     assert check.inner_samples[0] not in repr(check)  # identifiers never reach logs
@@ -140,7 +140,7 @@ def test_vcf_with_a_broken_record_is_refused(cohort_template: Path, tmp_path: Pa
     path = tmp_path / "broken.vcf"
     path.write_bytes(b"\n".join(lines))
     with pytest.raises(MalformedFile, match="VCF"):
-        collect.check_vcf(path, "broken.vcf")
+        collect.check_variants(path, "broken.vcf", "vcf")
 
 
 def test_format_outside_policy_is_refused(tmp_path: Path) -> None:
