@@ -18,6 +18,7 @@ from infra.catalog import Classification, ClassificationField, Dataset, DatasetV
 from infra.resources import Resources
 from seqlife.classify import labels as rules
 from seqlife.classify.detectors import DetectorSet
+from seqlife.classify.headers import read_header
 from seqlife.exceptions import ClassificationError, PolicyViolation, SeqlifeError
 from seqlife.policy import Policy
 from tasks import is_transient
@@ -77,7 +78,7 @@ def label_version(res: Resources, dataset: str, version: int | None, policy: Pol
                 special_rows, groups = special_rows + rows, tuple(sorted({*groups, *found}))
         elif data_file.format in SEQUENCING_FORMATS:
             with open_data(res, data_file) as stream:
-                header = rules.read_header(stream, data_file.format, data_file.path)
+                header = read_header(stream, data_file.format, data_file.path)
             fields += rules.label_header(data_file.path, header, detectors, policy)
     genomic_subjects = len({f.subject_id for f in files
                             if f.format in SEQUENCING_FORMATS and f.subject_id is not None})

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import csv
 import random
-import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from seqlife.classify.detectors import (
     DetectorSet,
@@ -23,6 +22,7 @@ from seqlife.classify.detectors import (
     detect_column,
     name_has_hint,
 )
+from seqlife.classify.headers import Header, read_header
 from seqlife.exceptions import (
     ClassificationError,
     ClassificationMissing,
@@ -37,7 +37,6 @@ REQUIRED_RULES = frozenset({
     "important_data", "controls_by_grade", "sample_size", "birth_date",
     "header_looks_like_data"})
 ICD10_REFERENCE = DATA_CATALOG / "reference" / "icd10.csv"
-HEADER_PREFIX_BYTES = 8 << 20  # a header larger than this is refused rather than read unbounded
 
 
 def load_classify_policy() -> Policy:
@@ -233,69 +232,6 @@ class ParquetColumns(Mapping[str, Any]):
 
 
 # --- sequencing file headers -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Header:
-    """Header fields of a sequencing file: field name -> values. Values never leave the process."""
-
-    format: str
-    fields: Mapping[str, tuple[str, ...]] = field(repr=False)
-
-
-def _decompressed_prefix(stream: BinaryIO, limit: int) -> bytes:
-    """Inflate the start of a (multi-member) gzip/BGZF stream, or return plain bytes as they are."""
-    raw = stream.read(limit)
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    out, data = bytearray(), raw
-    while data and len(out) < limit:
-        inflater = zlib.decompressobj(31)
-        try:
-            out += inflater.decompress(data)
-        except zlib.error as exc:
-            raise ClassificationError("the compressed header of a sequencing file is corrupt") from exc
-        data = inflater.unused_data
-        if not inflater.eof:
-            break
-    return bytes(out)
-
-
-def read_header(stream: BinaryIO, file_format: str, label: str) -> Header:
-    """Parse the header of a BAM (binary header text), VCF (## lines and #CHROM) or FASTQ (first
-    read name) from the start of the stream only, so a 100 GB file costs a few megabytes."""
-    data = _decompressed_prefix(stream, HEADER_PREFIX_BYTES)
-    fields: dict[str, list[str]] = {}
-    if file_format == "bam":
-        if data[:4] != b"BAM\x01" or len(data) < 8:
-            raise ClassificationError(f"{label}: not a BAM header")
-        length = int.from_bytes(data[4:8], "little")
-        if 8 + length > len(data):
-            raise ClassificationError(f"{label}: BAM header larger than {HEADER_PREFIX_BYTES} bytes")
-        for line in data[8:8 + length].decode("utf-8", "replace").splitlines():
-            tag, *items = line.split("\t")
-            if tag == "@CO":
-                fields.setdefault("CO", []).append("\t".join(items))
-            for item in items if tag in ("@RG", "@PG") else ():
-                key, _, value = item.partition(":")
-                fields.setdefault(f"{tag[1:]}.{key}", []).append(value)
-    elif file_format == "vcf":
-        text = data.decode("utf-8", "replace")
-        end = text.find("\n#CHROM")
-        if end < 0:
-            raise ClassificationError(f"{label}: VCF header has no #CHROM line in its first "
-                                      f"{HEADER_PREFIX_BYTES} bytes")
-        lines = text[: text.find("\n", end + 1)].splitlines()
-        for line in lines:
-            if line.startswith("##"):
-                key = line[2:].split("=", 1)[0]
-                fields.setdefault(f"meta.{key}", []).append(line[2:].split("=", 1)[-1])
-            elif line.startswith("#CHROM"):
-                fields["samples"] = line.split("\t")[9:]
-    elif file_format == "fastq":
-        first = data.split(b"\n", 1)[0].decode("utf-8", "replace")
-        fields["read_name"] = [first[1:].split(" ")[0]]
-    return Header(file_format, {key: tuple(values) for key, values in fields.items()})
 
 
 def label_header(file: str, header: Header, detectors: DetectorSet, policy: Policy) -> list[FieldLabel]:

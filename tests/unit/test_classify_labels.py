@@ -12,6 +12,7 @@ import pytest
 
 from seqlife.classify import labels as rules
 from seqlife.classify.detectors import load_detectors
+from seqlife.classify.headers import HEADER_PREFIX_BYTES
 from seqlife.exceptions import (
     ClassificationError,
     ClassificationMissing,
@@ -127,7 +128,7 @@ def test_header_is_read_from_the_start_of_the_stream_only(cohort_template: Path)
 
     stream = Counting(bam.read_bytes() * 3)
     rules.read_header(stream, "bam", bam.name)
-    assert Counting.consumed <= rules.HEADER_PREFIX_BYTES
+    assert Counting.consumed <= HEADER_PREFIX_BYTES
 
 
 def test_table_with_special_disease_codes(tmp_path: Path) -> None:
