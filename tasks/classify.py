@@ -24,7 +24,7 @@ from seqlife.policy import Policy
 from tasks import is_transient
 from tasks.encrypt import open_data
 
-SEQUENCING_FORMATS = ("fastq", "bam", "vcf")
+SEQUENCING_FORMATS = ("fastq", "bam", "cram", "vcf", "bcf")
 
 
 def policy_hash(policy: Policy, detectors: DetectorSet) -> str:
