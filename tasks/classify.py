@@ -115,6 +115,7 @@ def labels_digest(summary: dict, fields: list[dict]) -> str:
 def approve(res: Resources, dataset: str, version: int | None, overrides: list[rules.Override],
             policy: Policy) -> dict:
     """A steward approves the current proposal, optionally overriding fields (each with a reason).
+    A sequencing header field the handling table does not know needs such an override.
 
     Approval writes the labels beside the data as a sidecar object, so anything reading the
     store sees them, and is audited together with every override.
@@ -132,6 +133,9 @@ def approve(res: Resources, dataset: str, version: int | None, overrides: list[r
         fields = [rules.FieldLabel(**{k: getattr(f, k) for k in rules.FieldLabel.__dataclass_fields__})
                   for f in proposal.fields]
         fields = rules.apply_overrides(fields, overrides, policy)
+        rules.require_header_decisions(
+            fields, {f.path for f in dataset_version.files if f.format in SEQUENCING_FORMATS},
+            dataset, dataset_version.version, policy)
         stored = proposal.labels
         summary = rules.summarise(
             fields, data_kind=stored["data_kind"],

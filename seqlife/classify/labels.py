@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from seqlife.classify.detectors import (
     DetectorSet,
@@ -30,6 +30,7 @@ from seqlife.exceptions import (
     ClassificationMissing,
     ClassificationNotApproved,
     ClassificationStale,
+    HeaderFieldsUndecided,
     PolicyFileError,
 )
 from seqlife.policy import DATA_CATALOG, Policy, load_policy
@@ -420,6 +421,26 @@ def apply_overrides(fields: Sequence[FieldLabel], overrides: Sequence[Override],
             identifier=override.identifier or current.identifier, override_reason=override.reason,
             detector=override.role or current.detector)
     return out
+
+
+def require_header_decisions(fields: Sequence[FieldLabel], header_files: Collection[str],
+                             dataset: str, version: int, policy: Policy) -> None:
+    """Fail closed: a sequencing header field the handling table does not know (or read names no
+    layout matches) is never approved silently; each needs a steward's override with a reason.
+    Table columns are not checked here: their undecided roles stop de-identification."""
+    unknown = policy["sequencing_header_handling"]["unknown"]["identifier"]
+    undecided = [f"{f.file}:{f.field}" for f in fields
+                 if f.file in header_files and f.identifier == unknown and not f.override_reason]
+    if undecided:
+        raise HeaderFieldsUndecided(
+            f"{dataset} v{version}: {len(undecided)} sequencing header field(s) are unknown to "
+            f"the handling table and have no steward decision: {', '.join(undecided)}. Nothing "
+            "was approved. Decide each one: `seqlife classify approve "
+            f"{dataset} --version {version} --override FILE:FIELD=GRADE[:IDENTIFIER] --reason "
+            f"TEXT`, e.g. --override {undecided[0]}=4:free_text (identifier types: "
+            f"{', '.join(IDENTIFIER_TYPES)}); or, if de-identification handles the field, add it "
+            f"to sequencing_header_fields in classify.yaml "
+            f"({policy.clause('sequencing_header_fields')}).", fields=tuple(undecided))
 
 
 def check_classification(status: str | None, classified_digest: str | None, content_digest: str,

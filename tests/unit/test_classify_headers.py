@@ -18,7 +18,7 @@ from seqlife.classify import labels as rules
 from seqlife.classify.detectors import load_detectors
 from seqlife.classify.headers import Header, read_header
 from seqlife.deidentify.tables import load_deidentify_policy
-from seqlife.exceptions import ClassificationError, PolicyFileError
+from seqlife.exceptions import ClassificationError, HeaderFieldsUndecided, PolicyFileError
 from seqlife.policy import Policy, Rule
 
 POLICY = rules.load_classify_policy()
@@ -206,6 +206,27 @@ def test_a_custom_header_key_and_line_type_are_unknown(tmp_path: Path) -> None:
     assert found["RG.xx"].identifier == "unknown" and found["RG.xx"].grade == 4
     assert found["RG.xx"].note == "unknown @RG key: a steward must decide"
     assert found["XY"].note == "unknown header line type: a steward must decide"
+
+
+def test_approval_waits_for_a_steward_decision_on_unknown_header_fields(tmp_path: Path) -> None:
+    """Fail closed (GB/T 39725 §10.2 a, d): approval is refused, naming each FILE:FIELD and the
+    --override to pass, until a steward decides each unknown header field with a reason; an
+    unrecognised table column is left to de-identification, which stops on it."""
+    found = labels_of(custom_bam(tmp_path), "bam")
+    fields = list(found.values()) + [rules.FieldLabel("t.parquet", "c7", "unknown",
+                                                      "medical_application", 3)]
+    with pytest.raises(HeaderFieldsUndecided) as refused:
+        rules.require_header_decisions(fields, {"x.bam"}, "cohort", 2, POLICY)
+    message = refused.value.message
+    assert refused.value.attrs["fields"] == ("x.bam:RG.xx", "x.bam:XY")  # not the table column
+    assert "--override x.bam:RG.xx=4:free_text" in message and "--reason" in message
+    assert "seqlife classify approve cohort --version 2" in message
+    assert "site-7" not in message and "MR20230017" not in message
+    decided = rules.apply_overrides(fields, [
+        rules.Override("x.bam", "RG.xx", 4, "free_text", "site code, removed by de-identification"),
+        rules.Override("x.bam", "XY", 4, None, "lab note line, removed by de-identification")],
+        POLICY)
+    rules.require_header_decisions(decided, {"x.bam"}, "cohort", 2, POLICY)
 
 
 def test_the_handling_table_comes_from_the_policy(tmp_path: Path) -> None:
