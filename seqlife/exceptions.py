@@ -204,6 +204,11 @@ class ClassificationStale(ClassificationError):
             dataset=dataset)
 
 
+class HeaderFieldsUndecided(ClassificationError):
+    """Sequencing header fields the handling table does not know have no steward decision, so
+    the classification is not approved (fail closed; GB/T 39725 §10.2 a, d)."""
+
+
 class TableDecodeError(CollectError):
     """A hospital table cannot be read: its encoding, container or layout is not accepted.
 

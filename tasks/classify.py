@@ -18,12 +18,13 @@ from infra.catalog import Classification, ClassificationField, Dataset, DatasetV
 from infra.resources import Resources
 from seqlife.classify import labels as rules
 from seqlife.classify.detectors import DetectorSet
+from seqlife.classify.headers import read_header
 from seqlife.exceptions import ClassificationError, PolicyViolation, SeqlifeError
 from seqlife.policy import Policy
 from tasks import is_transient
 from tasks.encrypt import open_data
 
-SEQUENCING_FORMATS = ("fastq", "bam", "vcf")
+SEQUENCING_FORMATS = ("fastq", "bam", "cram", "vcf", "bcf")
 
 
 def policy_hash(policy: Policy, detectors: DetectorSet) -> str:
@@ -77,7 +78,7 @@ def label_version(res: Resources, dataset: str, version: int | None, policy: Pol
                 special_rows, groups = special_rows + rows, tuple(sorted({*groups, *found}))
         elif data_file.format in SEQUENCING_FORMATS:
             with open_data(res, data_file) as stream:
-                header = rules.read_header(stream, data_file.format, data_file.path)
+                header = read_header(stream, data_file.format, data_file.path)
             fields += rules.label_header(data_file.path, header, detectors, policy)
     genomic_subjects = len({f.subject_id for f in files
                             if f.format in SEQUENCING_FORMATS and f.subject_id is not None})
@@ -114,6 +115,7 @@ def labels_digest(summary: dict, fields: list[dict]) -> str:
 def approve(res: Resources, dataset: str, version: int | None, overrides: list[rules.Override],
             policy: Policy) -> dict:
     """A steward approves the current proposal, optionally overriding fields (each with a reason).
+    A sequencing header field the handling table does not know needs such an override.
 
     Approval writes the labels beside the data as a sidecar object, so anything reading the
     store sees them, and is audited together with every override.
@@ -131,6 +133,9 @@ def approve(res: Resources, dataset: str, version: int | None, overrides: list[r
         fields = [rules.FieldLabel(**{k: getattr(f, k) for k in rules.FieldLabel.__dataclass_fields__})
                   for f in proposal.fields]
         fields = rules.apply_overrides(fields, overrides, policy)
+        rules.require_header_decisions(
+            fields, {f.path for f in dataset_version.files if f.format in SEQUENCING_FORMATS},
+            dataset, dataset_version.version, policy)
         stored = proposal.labels
         summary = rules.summarise(
             fields, data_kind=stored["data_kind"],

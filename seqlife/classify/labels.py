@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import csv
 import random
-import zlib
-from dataclasses import dataclass, field, replace
+import re
+from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from seqlife.classify.detectors import (
     DetectorSet,
@@ -23,25 +24,30 @@ from seqlife.classify.detectors import (
     detect_column,
     name_has_hint,
 )
+from seqlife.classify.headers import MALFORMED, SAM_KEYED_LINES, Header, read_header
 from seqlife.exceptions import (
     ClassificationError,
     ClassificationMissing,
     ClassificationNotApproved,
     ClassificationStale,
+    HeaderFieldsUndecided,
+    PolicyFileError,
 )
 from seqlife.policy import DATA_CATALOG, Policy, load_policy
 
 REQUIRED_RULES = frozenset({
-    "categories", "detector_labels", "unclassified", "genomic_content", "identifying_header_fields",
-    "standard_vcf_meta", "special_disease_grade", "tier_by_grade", "confidentiality_by_grade",
-    "important_data", "controls_by_grade", "sample_size", "birth_date",
-    "header_looks_like_data"})
+    "categories", "detector_labels", "unclassified", "genomic_content",
+    "sequencing_header_handling", "sequencing_header_fields", "read_name_layouts",
+    "special_disease_grade", "tier_by_grade", "confidentiality_by_grade", "important_data",
+    "controls_by_grade", "sample_size", "birth_date", "header_looks_like_data"})
 ICD10_REFERENCE = DATA_CATALOG / "reference" / "icd10.csv"
-HEADER_PREFIX_BYTES = 8 << 20  # a header larger than this is refused rather than read unbounded
 
 
 def load_classify_policy() -> Policy:
-    return load_policy("classify", REQUIRED_RULES)
+    """The classification rules, with the sequencing handling table checked at load time."""
+    policy = load_policy("classify", REQUIRED_RULES)
+    check_sequencing_rules(policy)
+    return policy
 
 
 @dataclass(frozen=True)
@@ -235,91 +241,111 @@ class ParquetColumns(Mapping[str, Any]):
 # --- sequencing file headers -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Header:
-    """Header fields of a sequencing file: field name -> values. Values never leave the process."""
-
-    format: str
-    fields: Mapping[str, tuple[str, ...]] = field(repr=False)
-
-
-def _decompressed_prefix(stream: BinaryIO, limit: int) -> bytes:
-    """Inflate the start of a (multi-member) gzip/BGZF stream, or return plain bytes as they are."""
-    raw = stream.read(limit)
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    out, data = bytearray(), raw
-    while data and len(out) < limit:
-        inflater = zlib.decompressobj(31)
+def check_sequencing_rules(policy: Policy) -> None:
+    """Refuse a handling table that names a handling with no label, a handling label outside the
+    identifier types and grades, or a read-name layout that is not a regular expression: each
+    would otherwise surface as a wrong label, or a crash, in the middle of a classification."""
+    handling = policy["sequencing_header_handling"]
+    source = policy.source
+    if "unknown" not in handling:
+        raise PolicyFileError(f"{source}: sequencing_header_handling needs an 'unknown' entry.")
+    for name, rule in handling.items():
+        if not isinstance(rule, Mapping) or \
+                rule.get("identifier") not in (*IDENTIFIER_TYPES, "unknown") or \
+                rule.get("grade") not in range(1, 6) or not rule.get("note") or \
+                rule.get("category") not in policy["categories"]:
+            raise PolicyFileError(f"{source}: sequencing_header_handling '{name}' needs an "
+                                  f"identifier ({', '.join(IDENTIFIER_TYPES)}, unknown), a "
+                                  "category, a grade 1-5 and a note.")
+    for file_format, table in policy["sequencing_header_fields"].items():
+        if not isinstance(table, Mapping):
+            raise PolicyFileError(f"{source}: sequencing_header_fields {file_format} must map "
+                                  "field names to handlings.")
+        for name, value in table.items():
+            if value not in handling:
+                raise PolicyFileError(f"{source}: sequencing_header_fields {file_format} "
+                                      f"'{name}': '{value}' is not in sequencing_header_handling.")
+    for name, pattern in policy["read_name_layouts"].items():
         try:
-            out += inflater.decompress(data)
-        except zlib.error as exc:
-            raise ClassificationError("the compressed header of a sequencing file is corrupt") from exc
-        data = inflater.unused_data
-        if not inflater.eof:
-            break
-    return bytes(out)
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            raise PolicyFileError(f"{source}: read_name_layouts '{name}' is not a regular "
+                                  "expression.") from exc
 
 
-def read_header(stream: BinaryIO, file_format: str, label: str) -> Header:
-    """Parse the header of a BAM (binary header text), VCF (## lines and #CHROM) or FASTQ (first
-    read name) from the start of the stream only, so a 100 GB file costs a few megabytes."""
-    data = _decompressed_prefix(stream, HEADER_PREFIX_BYTES)
-    fields: dict[str, list[str]] = {}
-    if file_format == "bam":
-        if data[:4] != b"BAM\x01" or len(data) < 8:
-            raise ClassificationError(f"{label}: not a BAM header")
-        length = int.from_bytes(data[4:8], "little")
-        if 8 + length > len(data):
-            raise ClassificationError(f"{label}: BAM header larger than {HEADER_PREFIX_BYTES} bytes")
-        for line in data[8:8 + length].decode("utf-8", "replace").splitlines():
-            tag, *items = line.split("\t")
-            if tag == "@CO":
-                fields.setdefault("CO", []).append("\t".join(items))
-            for item in items if tag in ("@RG", "@PG") else ():
-                key, _, value = item.partition(":")
-                fields.setdefault(f"{tag[1:]}.{key}", []).append(value)
-    elif file_format == "vcf":
-        text = data.decode("utf-8", "replace")
-        end = text.find("\n#CHROM")
-        if end < 0:
-            raise ClassificationError(f"{label}: VCF header has no #CHROM line in its first "
-                                      f"{HEADER_PREFIX_BYTES} bytes")
-        lines = text[: text.find("\n", end + 1)].splitlines()
-        for line in lines:
-            if line.startswith("##"):
-                key = line[2:].split("=", 1)[0]
-                fields.setdefault(f"meta.{key}", []).append(line[2:].split("=", 1)[-1])
-            elif line.startswith("#CHROM"):
-                fields["samples"] = line.split("\t")[9:]
-    elif file_format == "fastq":
-        first = data.split(b"\n", 1)[0].decode("utf-8", "replace")
-        fields["read_name"] = [first[1:].split(" ")[0]]
-    return Header(file_format, {key: tuple(values) for key, values in fields.items()})
+def header_handling(name: str, table: Mapping[str, str]) -> str | None:
+    """The handling of a header field: its own entry, else its prefix's ``prefix.*`` entry,
+    else None (unknown)."""
+    if name in table:
+        return table[name]
+    prefix, dot, _ = name.partition(".")
+    return table.get(f"{prefix}.*") if dot else None
+
+
+def read_name_layout(name: str, policy: Policy) -> str | None:
+    """The first layout of ``read_name_layouts`` that matches the whole read name, or None."""
+    for layout, pattern in policy["read_name_layouts"].items():
+        if re.fullmatch(pattern, name):
+            return str(layout)
+    return None
+
+
+def _unknown_what(name: str) -> str:
+    """What an unknown field is, in a steward's words (built from the field name only)."""
+    prefix, dot, _ = name.partition(".")
+    if name == "read_name":
+        return "read-name layout"
+    if dot and prefix in SAM_KEYED_LINES:
+        return f"@{prefix} key"
+    if name == MALFORMED or name.endswith(f".{MALFORMED}"):
+        return "malformed header line or item"
+    if not dot:
+        return "header line type"
+    return "header field"
 
 
 def label_header(file: str, header: Header, detectors: DetectorSet, policy: Policy) -> list[FieldLabel]:
-    """Genomic content is never below grade 4; identifying header fields are listed as findings."""
+    """Genomic content is never below grade 4, and every header field is listed with what
+    de-identification does with it (``sequencing_header_fields``); a field the table does not
+    cover, or read names no layout matches, are unknown until a steward decides."""
     rule = policy["genomic_content"]
     labels = [FieldLabel(file, "sequence data", rule["identifier"], rule["category"],
                          int(rule["grade"]), confidence=1.0, note="genomic content (RARE §3.2.4)")]
-    wanted = policy["identifying_header_fields"][header.format]
-    standard = set(policy["standard_vcf_meta"])
+    table = policy["sequencing_header_fields"].get(header.format)
+    if table is None:
+        raise ClassificationError(
+            f"{file}: classify.yaml sequencing_header_fields has no table for "
+            f"{header.format.upper()} headers, so their fields cannot be listed; nothing was "
+            "classified.")
+    handlings = policy["sequencing_header_handling"]
     for name, values in sorted(header.fields.items()):
-        if header.format == "vcf" and name.startswith("meta."):
-            if name.removeprefix("meta.") in standard or "nonstandard_meta" not in wanted:
-                continue
-        elif name not in wanted:
-            continue
-        finding = best_finding(detect_column(name, list(values), detectors))
-        detected = finding is not None and finding.detector in policy["detector_labels"] and \
-            policy["detector_labels"][finding.detector]["identifier"] == "direct"
+        handling, what, notes = header_handling(name, table), _unknown_what(name), []
+        if name == "read_name":
+            layouts = Counter(read_name_layout(value, policy) for value in values)
+            unmatched = layouts.pop(None, 0)
+            if layouts:
+                notes.append("read names: " + ", ".join(
+                    f"{layout} ({n} of {len(values)})" for layout, n in sorted(layouts.items())))
+            if unmatched:
+                handling = None
+                what = f"read-name layout ({unmatched} of {len(values)} names match no layout)"
+        label = handlings[handling if handling is not None else "unknown"]
+        # Values are searched for identifiers as evidence for the steward, except in fields the
+        # table calls technical (contig lengths would look like codes).
+        finding = best_finding(detect_column(name, list(values), detectors)) \
+            if label["identifier"] != "none" else None
+        if finding is not None and \
+                policy["detector_labels"][finding.detector]["identifier"] != "direct":
+            finding = None
+        if finding is not None:
+            notes.append(f"{finding.share:.0%} of the values look like {finding.detector}")
+        note = label["note"] if handling is not None else f"unknown {what}: {label['note']}"
         labels.append(FieldLabel(
-            file, name, "direct", "personal_attributes", 4,
-            finding.detector if detected else None, 1.0 if detected else 0.6,
-            finding.share if detected else 0.0, len(values), False,
-            note="identifier detected in header field" if detected
-            else "free-form header field that may carry identifiers; review"))
+            file, name, label["identifier"], label["category"], int(label["grade"]),
+            finding.detector if finding else None,
+            round(finding.confidence, 3) if finding else 0.0,
+            round(finding.share, 3) if finding else 0.0, len(values), False,
+            note="; ".join([note, *notes])))
     return labels
 
 
@@ -397,6 +423,26 @@ def apply_overrides(fields: Sequence[FieldLabel], overrides: Sequence[Override],
     return out
 
 
+def require_header_decisions(fields: Sequence[FieldLabel], header_files: Collection[str],
+                             dataset: str, version: int, policy: Policy) -> None:
+    """Fail closed: a sequencing header field the handling table does not know (or read names no
+    layout matches) is never approved silently; each needs a steward's override with a reason.
+    Table columns are not checked here: their undecided roles stop de-identification."""
+    unknown = policy["sequencing_header_handling"]["unknown"]["identifier"]
+    undecided = [f"{f.file}:{f.field}" for f in fields
+                 if f.file in header_files and f.identifier == unknown and not f.override_reason]
+    if undecided:
+        raise HeaderFieldsUndecided(
+            f"{dataset} v{version}: {len(undecided)} sequencing header field(s) are unknown to "
+            f"the handling table and have no steward decision: {', '.join(undecided)}. Nothing "
+            "was approved. Decide each one: `seqlife classify approve "
+            f"{dataset} --version {version} --override FILE:FIELD=GRADE[:IDENTIFIER] --reason "
+            f"TEXT`, e.g. --override {undecided[0]}=4:free_text (identifier types: "
+            f"{', '.join(IDENTIFIER_TYPES)}); or, if de-identification handles the field, add it "
+            f"to sequencing_header_fields in classify.yaml "
+            f"({policy.clause('sequencing_header_fields')}).", fields=tuple(undecided))
+
+
 def check_classification(status: str | None, classified_digest: str | None, content_digest: str,
                          dataset: str) -> None:
     """May the next stage use this dataset version? Only with an approved, current classification."""
@@ -409,7 +455,7 @@ def check_classification(status: str | None, classified_digest: str | None, cont
 
 
 def classify_file(path: Path, detectors: DetectorSet, policy: Policy) -> tuple[list[FieldLabel], DatasetLabels]:
-    """Classify one file on disk (CSV, Parquet, FASTQ, BAM, VCF) by its content alone."""
+    """Classify one file on disk (CSV, Parquet, FASTQ, BAM, CRAM, VCF, BCF) by its content alone."""
     from seqlife.collect import sniff_format
     from seqlife.tableio import read_table_file
     from seqlife.exceptions import UnknownFormat
@@ -425,11 +471,6 @@ def classify_file(path: Path, detectors: DetectorSet, policy: Policy) -> tuple[l
             file_format = sniff_format(path, label)
         except UnknownFormat:
             file_format = "csv"
-        if file_format not in policy["identifying_header_fields"] and file_format != "csv":
-            raise ClassificationError(
-                f"{label}: {file_format.upper()} headers are not read by classification yet, so "
-                "its identifying fields cannot be listed; nothing was approved. Convert it (BAM, "
-                "VCF) or keep it out of the release.")
         if file_format == "csv":  # any table export: CSV/TSV in UTF-8 or GB18030, .xlsx
             table = read_table_file(path, label)
             columns = {name: table.column(name) for name in table.column_names}

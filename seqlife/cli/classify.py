@@ -92,9 +92,11 @@ def register(commands: Commands) -> None:
     classify = commands.add_parser(
         "classify", help="propose labels for a dataset or file; `classify approve` as steward",
         description="seqlife classify TARGET: TARGET is a dataset name (a proposal is stored and "
-                    "audited) or a file path (CSV, Parquet, FASTQ, BAM, VCF; labels printed only).\n"
+                    "audited) or a file path (CSV, Parquet, FASTQ, BAM, CRAM, VCF, BCF; labels "
+                    "printed only).\n"
                     "seqlife classify approve DATASET [--override FILE:FIELD=GRADE[:IDENTIFIER[:ROLE]] "
-                    "--reason TEXT]: approve the current proposal (role steward).",
+                    "--reason TEXT]: approve the current proposal (role steward); a sequencing "
+                    "header field labelled unknown needs an override.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     classify.add_argument("target", help="dataset name, file path, or 'approve'")
     classify.add_argument("dataset", nargs="?", help="with 'approve': the dataset to approve")

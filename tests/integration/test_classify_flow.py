@@ -76,3 +76,40 @@ def test_only_a_steward_approves(resources, collected: str, monkeypatch: pytest.
                             "settings": replace(resources.settings, role="operator")})
     with pytest.raises(PolicyViolation, match="Only a data steward"):
         approve(operator, collected, None, [], load_classify_policy())
+
+
+def test_an_unknown_header_field_is_approved_only_with_a_steward_override(
+        resources, cohort: Path) -> None:
+    """Fail closed (GB/T 39725 §10.2 a, d; SEQ §5): the synthetic cohort has no unknown header
+    field, but a lab BAM whose read group carries a custom key is not approved until a steward
+    decides that key, with a reason, through --override."""
+    import pysam
+
+    from flows.classify import classify_flow
+    from flows.collect import collect_flow
+    from seqlife.classify.labels import Override, load_classify_policy
+    from seqlife.exceptions import HeaderFieldsUndecided
+    from tasks.classify import approve, require_approved_classification
+
+    bam = sorted((cohort / "seq").glob("*.bam"))[0]
+    with pysam.AlignmentFile(str(bam), "rb") as original:
+        text = str(original.header).replace("\tPL:ILLUMINA", "\tPL:ILLUMINA\txx:site-7")
+        reads = list(original.fetch(until_eof=True))
+    header = pysam.AlignmentHeader.from_text(text)
+    with pysam.AlignmentFile(str(bam), "wb", header=header) as out:
+        for read in reads:
+            out.write(pysam.AlignedSegment.fromstring(read.to_string(), header))
+    collect_flow(str(cohort), "cohort-h")
+    result = classify_flow("cohort-h")
+    unknown = [(f["file"], f["field"]) for f in result["fields"] if f["identifier"] == "unknown"
+               and f["file"].startswith("seq/")]
+    assert unknown == [(f"seq/{bam.name}", "RG.xx")]  # and nothing else in the cohort
+    policy = load_classify_policy()
+    with pytest.raises(HeaderFieldsUndecided, match=f"--override seq/{bam.name}:RG.xx="):
+        approve(resources, "cohort-h", None, [], policy)
+    with pytest.raises(ClassificationNotApproved):
+        require_approved_classification.fn(resources, "cohort-h", None, "deidentify")
+    decided = Override(f"seq/{bam.name}", "RG.xx", 4, "free_text",
+                       "site code; de-identification removes it")
+    approve(resources, "cohort-h", None, [decided], policy)
+    require_approved_classification.fn(resources, "cohort-h", None, "deidentify")

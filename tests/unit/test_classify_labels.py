@@ -1,5 +1,5 @@
 """Classification rules, each citing its clause: grades, tiers, genomic content, special diseases,
-identifying header fields, steward overrides and the gate that later stages pass through."""
+sequencing header fields, steward overrides and the gate that later stages pass through."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from seqlife.classify import labels as rules
 from seqlife.classify.detectors import load_detectors
+from seqlife.classify.headers import HEADER_PREFIX_BYTES
 from seqlife.exceptions import (
     ClassificationError,
     ClassificationMissing,
@@ -92,24 +93,29 @@ def test_unrecognised_column_is_graded_conservatively_for_review() -> None:
 
 
 def test_sequencing_content_is_never_below_grade_4_and_headers_are_findings(cohort_template: Path) -> None:
-    """GB/T 39725 §8.1 Table 3; RARE §3.2.4: genes identify; BAM @RG SM / @PG CL / @CO are findings."""
+    """GB/T 39725 §8.1 Table 3; RARE §3.2.4: genes identify; GB/T 39725 §10.2 a, d: BAM @RG SM,
+    @PG CL and @CO are listed with what de-identification does with them."""
     bam = next((cohort_template / "seq").glob("*.bam"))
     with open(bam, "rb") as handle:
         header = rules.read_header(handle, "bam", bam.name)
     found = {f.field: f for f in rules.label_header(bam.name, header, DETECTORS, POLICY)}
     assert found["sequence data"].identifier == "genomic" and found["sequence data"].grade >= 4
-    assert {"RG.SM", "PG.CL", "CO"} <= set(found)
     assert found["RG.SM"].detector == "medical_record_no"  # the SM tag carries the record number
-    assert all(f.grade >= 4 for f in found.values())
+    assert found["RG.SM"].note.startswith("replaced by surrogate") and found["RG.SM"].grade == 4
+    assert found["PG.CL"].note == found["CO"].note == "removed"
+    assert summary(list(found.values())).grade >= 4
 
 
 def test_vcf_sample_names_and_site_specific_header_lines_are_findings(cohort_template: Path) -> None:
+    """GB/T 39725 §10.2 a, d: the sample column is replaced, site-specific ## lines removed,
+    the technical ones kept; values never reach the header's repr."""
     vcf = next((cohort_template / "seq").glob("*.vcf.gz"))
     with open(vcf, "rb") as handle:
         header = rules.read_header(handle, "vcf", vcf.name)
     found = {f.field: f for f in rules.label_header(vcf.name, header, DETECTORS, POLICY)}
     assert found["samples"].detector == "medical_record_no"
-    assert "meta.patient_name" in found and "meta.contig" not in found
+    assert found["meta.patient_name"].note.startswith("removed")
+    assert found["meta.contig"].note == "kept: technical"
     assert all(v not in repr(header) for values in header.fields.values() for v in values)
 
 
@@ -127,7 +133,7 @@ def test_header_is_read_from_the_start_of_the_stream_only(cohort_template: Path)
 
     stream = Counting(bam.read_bytes() * 3)
     rules.read_header(stream, "bam", bam.name)
-    assert Counting.consumed <= rules.HEADER_PREFIX_BYTES
+    assert Counting.consumed <= HEADER_PREFIX_BYTES
 
 
 def test_table_with_special_disease_codes(tmp_path: Path) -> None:

@@ -187,9 +187,9 @@ def test_a_fastq_whose_reads_name_another_sample_of_the_sheet_is_refused(tmp_pat
                                                                        "seq/a_R2.fq.gz"]
 
 
-def test_cram_and_bcf_are_refused_by_classification_with_a_typed_error(tmp_path) -> None:
+def test_bcf_is_classified_and_a_damaged_cram_is_refused_with_a_typed_error(tmp_path) -> None:
     """Fail closed: a header classification cannot read is never approved silently (it was a
-    KeyError for CRAM and a traceback for BCF)."""
+    KeyError for CRAM and a traceback for BCF); a BCF's header is now listed like a VCF's."""
     from seqlife.classify.detectors import load_detectors
     from seqlife.classify.labels import classify_file, load_classify_policy
     from seqlife.exceptions import ClassificationError
@@ -202,7 +202,8 @@ def test_cram_and_bcf_are_refused_by_classification_with_a_typed_error(tmp_path)
         record = out.new_record(contig="chr1", start=10, stop=11, alleles=("A", "T"))
         record.samples["SMP1"]["GT"] = (0, 1)
         out.write(record)
+    fields, _ = classify_file(tmp_path / "x.bcf", load_detectors(), load_classify_policy())
+    assert {"samples", "meta.contig", "meta.FORMAT"} <= {f.field for f in fields}
     (tmp_path / "x.cram").write_bytes(b"CRAM\x03\x00" + b"\x00" * 26)
-    for name in ("x.bcf", "x.cram"):
-        with pytest.raises(ClassificationError, match="not read by classification yet"):
-            classify_file(tmp_path / name, load_detectors(), load_classify_policy())
+    with pytest.raises(ClassificationError, match="x.cram: the CRAM header is truncated"):
+        classify_file(tmp_path / "x.cram", load_detectors(), load_classify_policy())
