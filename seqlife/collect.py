@@ -34,6 +34,7 @@ from seqlife.exceptions import (
     UnknownFormat,
 )
 from seqlife import reference
+from seqlife.classify.headers import read_itf8, read_ltf8
 from seqlife.policy import DATA_CATALOG, Policy, load_policy
 from seqlife.tableio import read_table_file
 
@@ -44,6 +45,9 @@ REQUIRED_RULES = frozenset(
 SCHEMA_DIR = DATA_CATALOG / "schemas"
 HASH_CHUNK = 1 << 16  # 64 KiB reads: hashlib's sweet spot on this machine (PERF-ANCHORS 2e)
 FASTQ_BLOCK = 4 << 20
+#: A FASTQ record longer than this is refused (a long read is < 10 MiB with its qualities): the
+#: incomplete record is held in memory, so an endless line must not be.
+FASTQ_MAX_RECORD = 64 << 20
 _VALID_BASES = b"ACGTNacgtn"
 _VALID_QUALITY = bytes(range(33, 127))
 _ARROW_TYPES = {"string": pa.string(), "date": pa.date32(), "float64": pa.float64(),
@@ -198,6 +202,11 @@ def check_fastq(path: Path, label: str, progress: Progress | None = None,
         records, blocks, inflated, names = 0, FastqBlocks(stream), 0, ()
         try:
             for lines in blocks:
+                if len(blocks.carry) > FASTQ_MAX_RECORD:
+                    raise MalformedFile(label, "FASTQ", f"record {records + len(lines) // 4 + 1} "
+                                        f"is longer than {FASTQ_MAX_RECORD >> 20} MiB (a line "
+                                        "without end, or not a FASTQ); ask the lab for the "
+                                        "original file")
                 if not names:
                     names = tuple(h[1:].split(maxsplit=1)[0].decode("utf-8", "replace")
                                   for h in lines[0:400:4] if len(h) > 1)
@@ -240,6 +249,10 @@ def bgzf_inflated_size(path: Path, label: str, file_format: str, max_ratio: floa
             handle.seek(offset)
             head = handle.read(18)
             if len(head) < 18 or head[12:14] != b"BC":
+                if offset == 0:  # htslib cannot seek in it, and its size is not declared
+                    raise MalformedFile(label, file_format, "compressed with gzip, not bgzip "
+                                        "(BGZF); recompress it with `bgzip` (VCF) or `samtools "
+                                        "view -b` (BAM) and deliver it again")
                 break  # not BGZF from here on: htslib's own decoding reports it
             block = int.from_bytes(head[16:18], "little") + 1
             handle.seek(offset + block - 4)
@@ -247,6 +260,54 @@ def bgzf_inflated_size(path: Path, label: str, file_format: str, max_ratio: floa
             offset += block
             if total > max_bytes or (max_ratio and total > max_ratio * max(offset, 1 << 20)):
                 raise MalformedFile(label, file_format, "it inflates to more than "
+                                    f"{max_ratio:g} times its compressed size or past "
+                                    f"{max_bytes >> 30} GiB (a decompression bomb?); ask the lab "
+                                    "for the original file")
+    return total
+
+
+def cram_inflated_size(path: Path, label: str, max_ratio: float, max_bytes: int) -> int:
+    """Sum the uncompressed sizes CRAM blocks declare, container by container (CRAM 3.x §7-8:
+    each block says its raw size, and htslib allocates that much to decode it), reading only
+    the headers; refuse past ``max_ratio`` (beyond the first MiB) or ``max_bytes`` as
+    :func:`bgzf_inflated_size` does, before htslib decodes a record."""
+    size, total, offset = path.stat().st_size, 0, 26
+    with open(path, "rb") as handle:
+        while offset < size:
+            handle.seek(offset)
+            head = handle.read(64)
+            try:
+                length = int.from_bytes(head[:4], "little", signed=True)
+                position = 4
+                for _ in range(4):  # reference id, start, span, records
+                    _, position = read_itf8(head, position)
+                for _ in range(2):  # record counter, bases
+                    _, position = read_ltf8(head, position)
+                blocks, position = read_itf8(head, position)
+                landmarks, position = read_itf8(head, position)
+                handle.seek(offset + position)
+                rest = handle.read(5 * landmarks + 4)
+                at = 0
+                for _ in range(landmarks):
+                    _, at = read_itf8(rest, at)
+                body = offset + position + at + 4  # after the container's CRC-32
+                if length < 0:
+                    raise IndexError(length)
+                cursor = body
+                for _ in range(blocks):
+                    handle.seek(cursor)
+                    block = handle.read(17)
+                    _, at = read_itf8(block, 2)  # method, content type, content id
+                    stored, at = read_itf8(block, at)
+                    raw, at = read_itf8(block, at)
+                    total += raw
+                    cursor += at + stored + 4
+            except IndexError as exc:
+                raise MalformedFile(label, "CRAM", "a container header is cut short or "
+                                    "corrupt") from exc
+            offset = body + length
+            if total > max_bytes or (max_ratio and total > max_ratio * max(offset, 1 << 20)):
+                raise MalformedFile(label, "CRAM", "it inflates to more than "
                                     f"{max_ratio:g} times its compressed size or past "
                                     f"{max_bytes >> 30} GiB (a decompression bomb?); ask the lab "
                                     "for the original file")
@@ -329,7 +390,9 @@ def check_sequencing_file(path: Path, label: str, accepted: Iterable[str],
             f"{file_format.upper()} file. Move it to the column for its kind.", path=label)
     if file_format == "fastq":
         return check_fastq(path, label, progress, max_ratio, max_bytes)
-    if file_format != "cram":  # CRAM blocks are not gzip: htslib bounds them by container size
+    if file_format == "cram":
+        cram_inflated_size(path, label, max_ratio, max_bytes)
+    else:
         bgzf_inflated_size(path, label, file_format.upper(), max_ratio, max_bytes)
     if file_format in ("bam", "cram"):
         return check_alignments(path, label, file_format, progress, references)
@@ -753,13 +816,13 @@ def plan_collection(samples: pa.Table, consents: pa.Table, clinical: pa.Table, s
     for index, subject_key in enumerate(clinical.column("mrn").to_pylist()):
         decide(subject_key, "clinical table", f"in row {index + 1}")
     rows_of: dict[tuple[str, str], list[dict]] = {}  # (path, column) -> the rows listing it
-    for row in samples.to_pylist():
-        kept = decide(row["mrn"], "sample sheet", f"of sample {row['sample_id']}")
+    for number, row in enumerate(samples.to_pylist(), 1):  # rows named by number: a sample ID
+        kept = decide(row["mrn"], "sample sheet", f"in row {number}")  # links to a patient
         for role in SHEET_FORMATS:
             for relative in listed_files(row[role]):
                 if relative not in delivered:
                     raise CollectError(
-                        f"{relative}: listed in the sample sheet for sample {row['sample_id']} "
+                        f"{relative}: listed in row {number} of the sample sheet "
                         "but not delivered. Deliver the file or correct the sample sheet.",
                         path=relative)
                 rows_of.setdefault((relative, role), []).append({**row, "_kept": kept})
@@ -811,14 +874,14 @@ def check_inner_sample(check: FileCheck, planned: PlannedFile,
                and any(o in name for name in check.read_names)]
     if foreign:
         raise CollectError(
-            f"{planned.path}: its read names name another sample of the sample sheet, not sample "
-            f"{planned.sample_id}. The file may belong to another patient; check the delivery "
+            f"{planned.path}: its read names name another sample of the sample sheet, not the "
+            "one its row lists. The file may belong to another patient; check the delivery "
             "with the lab before collecting.", path=planned.path)
     if check.inner_samples and not set(check.inner_samples) <= own:
         raise CollectError(
-            f"{planned.path}: the sample named inside the file does not match the subject the "
-            f"sample sheet gives for sample {planned.sample_id}. The file may belong to another "
-            "patient; check the delivery with the lab before collecting.", path=planned.path)
+            f"{planned.path}: the sample named inside the file does not match the subject its "
+            "sample-sheet row gives. The file may belong to another patient; check the delivery "
+            "with the lab before collecting.", path=planned.path)
 
 
 def keep_subjects(table: pa.Table, subjects: frozenset[str]) -> pa.Table:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -60,58 +61,91 @@ def _open(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if gzipped else open(path, "rb")  # type: ignore[return-value]
 
 
-def _records(stream: BinaryIO, label: str) -> Iterator[tuple[str, Iterator[bytes]]]:
-    """(name, chunks of raw sequence lines) per FASTA record, streamed."""
-    line = stream.readline()
-    if not line.startswith(b">"):
-        raise CollectError(f"{label}: not a FASTA reference (it does not start with '>'). "
-                           "Declare the FASTA file the CRAM files were made with.", path=label)
-    state = {"line": line}
-
-    def body() -> Iterator[bytes]:
-        while True:
-            current = stream.readline()
-            if not current or current.startswith(b">"):
-                state["line"] = current
-                return
-            yield current
-
-    while state["line"]:
-        name = state["line"][1:].split(maxsplit=1)
-        if not name:
-            raise CollectError(f"{label}: a FASTA record has no name.", path=label)
-        chunks = body()
-        yield name[0].decode("utf-8", "replace"), chunks
-        for _ in chunks:  # a consumer that stopped early still moves on to the next record
-            pass
+#: A FASTA header line longer than this is refused (names are short; memory stays bounded).
+_MAX_NAME_LINE = 1 << 16
 
 
-def populate(fasta: Path, cache: Path, label: str) -> list[Sequence]:
+def populate(fasta: Path, cache: Path, label: str, max_bytes: int = 1 << 40) -> list[Sequence]:
     """Write every sequence of ``fasta`` (plain or gzip) into ``cache`` under its MD5.
 
-    Streaming: memory is one line of the FASTA. A sequence already cached is checked, not
-    rewritten (the file name is its checksum).
+    Streaming in 1 MiB chunks, whatever the line length (a whole chromosome on one line is
+    valid FASTA): memory is one chunk. A FASTA inflating past ``max_bytes`` is refused, and
+    what it wrote so far removed. A sequence already cached is not rewritten (its file name is
+    its checksum).
     """
+    cache.mkdir(parents=True, exist_ok=True)
     found: list[Sequence] = []
-    with _open(fasta) as stream:
-        for name, chunks in _records(stream, label):
-            digest, length = hashlib.md5(usedforsecurity=False), 0
-            part = cache / f".{os.getpid()}.part"
-            cache.mkdir(parents=True, exist_ok=True)
-            with open(part, "wb") as out:
-                for chunk in chunks:
-                    bases = chunk.translate(_UPPER, _DROP)
-                    digest.update(bases)
-                    length += len(bases)
-                    out.write(bases)
-            md5 = digest.hexdigest()
-            target = cached_path(cache, md5)
-            if target.exists():
-                part.unlink()
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(part, target)
-            found.append(Sequence(name, length, md5))
+    part = cache / f".{os.getpid()}.part"
+    state: dict = {"name": None, "out": None, "md5": None, "length": 0, "total": 0}
+
+    def close_sequence() -> None:
+        if state["out"] is None:
+            return
+        state["out"].close()
+        md5 = state["md5"].hexdigest()
+        target = cached_path(cache, md5)
+        if target.exists():
+            part.unlink()
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(part, target)
+        found.append(Sequence(state["name"], state["length"], md5))
+        state.update(out=None, md5=None, length=0)
+
+    try:
+        with _open(fasta) as stream:
+            header: bytearray | None = None
+            at_line_start = True
+            while chunk := stream.read(_CHUNK):
+                position = 0
+                while position < len(chunk):
+                    if header is not None:  # inside a '>' line
+                        end = chunk.find(b"\n", position)
+                        header += chunk[position:end if end >= 0 else len(chunk)]
+                        if len(header) > _MAX_NAME_LINE:
+                            raise CollectError(f"{label}: a FASTA header line is longer than "
+                                               f"{_MAX_NAME_LINE} bytes (not a reference?).",
+                                               path=label)
+                        if end < 0:
+                            break
+                        words = bytes(header).split(maxsplit=1)
+                        if not words:
+                            raise CollectError(f"{label}: a FASTA record has no name.",
+                                               path=label)
+                        close_sequence()
+                        state.update(name=words[0].decode("utf-8", "replace"),
+                                     out=open(part, "wb"),
+                                     md5=hashlib.md5(usedforsecurity=False))
+                        header, position, at_line_start = None, end + 1, True
+                        continue
+                    if at_line_start and chunk[position:position + 1] == b">":
+                        header, position = bytearray(), position + 1
+                        continue
+                    if state["out"] is None:
+                        raise CollectError(f"{label}: not a FASTA reference (it does not start "
+                                           "with '>'). Declare the FASTA file the CRAM files "
+                                           "were made with.", path=label)
+                    end = chunk.find(b"\n>", position)
+                    stop = end + 1 if end >= 0 else len(chunk)
+                    bases = chunk[position:stop].translate(_UPPER, _DROP)
+                    state["md5"].update(bases)
+                    state["out"].write(bases)
+                    state["length"] += len(bases)
+                    state["total"] += len(bases)
+                    if state["total"] > max_bytes:
+                        raise CollectError(f"{label}: the FASTA reference holds more than "
+                                           f"{max_bytes >> 30} GiB of sequence (a decompression "
+                                           "bomb?).", path=label)
+                    at_line_start = chunk[stop - 1:stop] == b"\n"
+                    position = stop
+            if header is not None:
+                raise CollectError(f"{label}: the FASTA ends inside a header line.", path=label)
+            close_sequence()
+    except BaseException:
+        if state["out"] is not None:
+            state["out"].close()
+        part.unlink(missing_ok=True)
+        raise
     if not found:
         raise CollectError(f"{label}: the FASTA reference holds no sequence.", path=label)
     return found
@@ -119,6 +153,12 @@ def populate(fasta: Path, cache: Path, label: str) -> list[Sequence]:
 
 def missing(sequences: Iterable[Mapping[str, object]], cache: Path) -> list[str]:
     """The ``@SQ`` names (never more) whose sequence the cache cannot give htslib: no ``M5``
-    tag (htslib would then fall back on a path in the file) or an ``M5`` not cached."""
+    tag (htslib would then fall back on a path in the file), one that is not an MD5, or one not
+    cached."""
     return [str(sq.get("SN")) for sq in sequences
-            if not sq.get("M5") or not cached_path(cache, str(sq["M5"]).lower()).exists()]
+            if not _MD5.fullmatch(str(sq.get("M5", "")).lower())
+            or not cached_path(cache, str(sq["M5"]).lower()).exists()]
+
+
+#: An M5 value is 32 hex digits; anything else (``../``) would make htslib read outside the cache.
+_MD5 = re.compile(r"[0-9a-f]{32}")

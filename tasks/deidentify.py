@@ -91,10 +91,14 @@ def deidentify_table(res: Resources, source: Source, project: str, policy: Polic
     (held in memory only)."""
     clinical = next(f for f in source.files if f["role"] == "clinical")
     samples = next(f for f in source.files if f["role"] == "samples")
+    consents = next(f for f in source.files if f["role"] == "consents")
     with tempfile.TemporaryDirectory(dir=res.scratch()) as scratch:
         df = pq.read_table(_fetch(res, clinical, Path(scratch) / "c.parquet")).to_pandas(
             types_mapper=None)
         sample_sheet = pq.read_table(_fetch(res, samples, Path(scratch) / "s.parquet")).to_pandas()
+        # kept whole at intake: it still names the subjects who withdrew (a trio's relative)
+        consent_table = pq.read_table(_fetch(res, consents, Path(scratch) / "k.parquet"),
+                                      columns=["mrn"]).to_pandas()
     roles = rules.roles_from_fields(source.fields, clinical["path"])
     result = rules.deidentify_table(
         df, roles, policy,
@@ -105,7 +109,8 @@ def deidentify_table(res: Resources, source: Source, project: str, policy: Polic
     direct = [c for c, r in roles.items() if r.identifier == "direct"
               or r.detector in policy["delete_identifiers"]
               or r.detector == policy["linkage_identifier"]["role"]]
-    identifiers = residual.identifiers_of([(df, direct), (sample_sheet, ["sample_id", "mrn"])])
+    identifiers = residual.identifiers_of([(df, direct), (sample_sheet, ["sample_id", "mrn"]),
+                                           (consent_table, ["mrn"])])
     return result, sample_sheet, identifiers
 
 

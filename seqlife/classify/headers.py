@@ -193,7 +193,7 @@ def _aux_strings(aux: bytes, label: str, fields: dict[str, list[str]]) -> None:
         raise ClassificationError(f"{label}: a BAM record's tags are corrupt")
 
 
-def _itf8(data: bytes, position: int) -> tuple[int, int]:
+def read_itf8(data: bytes, position: int) -> tuple[int, int]:
     """One CRAM ITF-8 integer (1-5 bytes, the count of leading 1 bits says how many follow)."""
     first = data[position]
     if first < 0x80:
@@ -211,7 +211,7 @@ def _itf8(data: bytes, position: int) -> tuple[int, int]:
     return value, position + 5
 
 
-def _ltf8(data: bytes, position: int) -> tuple[int, int]:
+def read_ltf8(data: bytes, position: int) -> tuple[int, int]:
     """One CRAM LTF-8 integer (1-9 bytes, the count of leading 1 bits says how many follow)."""
     first = data[position]
     follow = 8 - (~first & 0xFF).bit_length()  # leading 1 bits
@@ -235,19 +235,19 @@ def _cram(data: bytes, label: str, fields: dict[str, list[str]]) -> None:
         start = position = 26
         position += 4  # container length
         for _ in range(4):  # reference id, start, span, records
-            _, position = _itf8(data, position)
+            _, position = read_itf8(data, position)
         for _ in range(2):  # record counter, bases
-            _, position = _ltf8(data, position)
-        _, position = _itf8(data, position)  # blocks
-        landmarks, position = _itf8(data, position)
+            _, position = read_ltf8(data, position)
+        _, position = read_itf8(data, position)  # blocks
+        landmarks, position = read_itf8(data, position)
         for _ in range(landmarks):
-            _, position = _itf8(data, position)
+            _, position = read_itf8(data, position)
         _check_crc(data, start, position, label, "container header")
         block = position + 4
         method, content = data[block], data[block + 1]
-        _, position = _itf8(data, block + 2)  # content id
-        size, position = _itf8(data, position)
-        raw_size, position = _itf8(data, position)
+        _, position = read_itf8(data, block + 2)  # content id
+        size, position = read_itf8(data, position)
+        raw_size, position = read_itf8(data, position)
         payload = data[position:position + size]
         if len(payload) < size:
             raise _too_large(label, "CRAM")

@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 #: Sub-verbs that make a command a distinct action for access control.
 _SUB_ACTIONS = {"classify": ("approve",), "certify": ("verify",),
                 "deidentify": ("approve", "reidentify")}
-_FILE_MODES = ("table", "vcf", "bam", "fastq")
+#: ``seqlife deidentify KIND IN --out OUT``: the kinds of single file it takes.
+FILE_MODES = ("table", "vcf", "bcf", "bam", "cram", "fastq")
 
 
 def action_of(args: argparse.Namespace) -> str:
@@ -93,7 +94,7 @@ def action_of(args: argparse.Namespace) -> str:
     if command == "decrypt" and getattr(args, "dataset", None):
         return "decrypt.dataset"  # with a dataset's data key, not the caller's own key file
     target = getattr(args, "target", None)
-    if command == "deidentify" and target in _FILE_MODES:
+    if command == "deidentify" and target in FILE_MODES:
         return "deidentify.file"
     if target in _SUB_ACTIONS.get(command, ()):
         return f"{command}.{target}"

@@ -12,7 +12,9 @@ from seqlife.settings import Settings
 
 def cmd_deidentify(args: argparse.Namespace, settings: Settings) -> int:
     """De-identify a dataset (flow), a single file, approve a release, or re-identify one code."""
-    if args.target in ("table", "vcf", "bam", "fastq"):
+    from seqlife.cli import FILE_MODES
+
+    if args.target in FILE_MODES:
         result = _deidentify_file(args, settings)
     elif args.target == "approve":
         from infra.resources import build_resources
@@ -46,6 +48,10 @@ def _deidentify_file(args: argparse.Namespace, settings: Settings) -> dict[str, 
     if not args.out:
         raise SystemExit("seqlife deidentify: --out is required for a file")
     keys = LocalKeyStore(settings.keystore_dir)
+    if args.target == "cram":  # decoded against the reference cache, never a network lookup
+        from infra.resources import build_resources
+
+        build_resources(settings).references()
     return deidentify_local_file(
         args.target, Path(required(args.input, "IN")), Path(args.out),
         surrogate_secret=keys.secret(f"surrogate-{args.project}"),
@@ -83,13 +89,13 @@ def register(commands: Commands) -> None:
         "deidentify", help="de-identify a dataset or a file; approve a release; re-identify",
         description="seqlife deidentify DATASET --project P: run the deidentify flow on a "
                     "classified, approved dataset (output pending committee approval).\n"
-                    "seqlife deidentify table|vcf|bam|fastq IN --project P --out OUT: one file, "
+                    "seqlife deidentify table|vcf|bcf|bam|cram|fastq IN --project P --out OUT: one file, "
                     "with a JSON + HTML report beside OUT.\n"
                     "seqlife deidentify approve DATASET --project P: committee approval.\n"
                     "seqlife deidentify reidentify SURROGATE --project P --reason TEXT: read the "
                     "patient code index (designated role only; audited).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    deidentify.add_argument("target", help="dataset, or table|vcf|bam|fastq|approve|reidentify")
+    deidentify.add_argument("target", help="dataset, or table|vcf|bcf|bam|cram|fastq|approve|reidentify")
     deidentify.add_argument("input", nargs="?", help="input file, dataset or surrogate")
     deidentify.add_argument("--project", required=True, help="research project (secrets are per project)")
     deidentify.add_argument("--out", help="output file (file modes)")

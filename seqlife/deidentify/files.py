@@ -21,7 +21,7 @@ from seqlife.classify.detectors import date_parser, load_detectors
 from seqlife.classify.labels import label_table, load_classify_policy, read_header
 from seqlife.collect import subject_surrogate, write_parquet
 from seqlife.deidentify import report as reports
-from seqlife.deidentify import sequencing, tables
+from seqlife.deidentify import residual, sequencing, tables
 from seqlife.deidentify.errors import DeidentificationError
 from seqlife.deidentify.hierarchy import load_hierarchies
 from seqlife.tableio import read_table_file, write_csv_utf8
@@ -32,6 +32,10 @@ def _write_reports(out: Path, report: dict[str, Any]) -> Path:
     page = out.with_name(out.name + ".report.html")
     page.write_bytes(reports.render_html(report))
     return page
+
+
+#: The sequencing formats ``seqlife deidentify KIND IN --out OUT`` takes.
+SEQUENCING_KINDS = ("vcf", "bcf", "bam", "cram", "fastq")
 
 
 def deidentify_local_file(kind: str, src: Path, out: Path, *, surrogate_secret: bytes,
@@ -57,21 +61,33 @@ def deidentify_local_file(kind: str, src: Path, out: Path, *, surrogate_secret: 
         else:
             write_parquet(output, out)
         report.update(reports.table_report(result, policy))
-    elif kind in ("vcf", "bam", "fastq"):
+    elif kind in SEQUENCING_KINDS:
         with open(src, "rb") as handle:
             header = read_header(handle, kind, src.name)
         if kind == "fastq":
             token = header.fields["read_name"][0].split(":")[0]
-            scrub = sequencing.scrub_fastq(src, out, {token: subject_surrogate(
-                surrogate_secret, f"sample:{token}")})
+            sample_map = {token: subject_surrogate(surrogate_secret, f"sample:{token}")}
+            scrub = sequencing.scrub_fastq(src, out, sample_map)
         else:
-            names = header.fields.get("samples" if kind == "vcf" else "RG.SM", ())
+            names = header.fields.get("samples", ()) if kind in ("vcf", "bcf") else (
+                *header.fields.get("RG.SM", ()), *header.fields.get("RG.ID", ()))
             sample_map = {name: subject_surrogate(surrogate_secret, name) for name in names}
-            scrub = (sequencing.scrub_vcf(src, out, sample_map, policy["vcf_keep_meta"])
-                     if kind == "vcf" else sequencing.scrub_bam(src, out, sample_map))
+            scrub = {"vcf": lambda: sequencing.scrub_vcf(src, out, sample_map,
+                                                         policy["vcf_keep_meta"]),
+                     "bcf": lambda: sequencing.scrub_bcf(src, out, sample_map,
+                                                        policy["vcf_keep_meta"]),
+                     "bam": lambda: sequencing.scrub_bam(src, out, sample_map),
+                     "cram": lambda: sequencing.scrub_cram(src, out, sample_map)}[kind]()
+        try:  # the names this file gave must appear nowhere in what is written
+            report["identifier_scan"] = residual.check_outputs([(out.name, out, kind)],
+                                                               set(sample_map))
+        except DeidentificationError:
+            out.unlink(missing_ok=True)
+            raise
         report["files"] = [{"path": out.name, **asdict(scrub)}]
     else:
-        raise DeidentificationError(f"Unknown file kind '{kind}': table, vcf, bam or fastq.")
+        raise DeidentificationError(f"Unknown file kind '{kind}': table, "
+                                    f"{', '.join(SEQUENCING_KINDS)}.")
     report["approval"] = {"status": "working copy: not released",
                           "approver_role": policy["approver_role"]}
     page = _write_reports(out, report)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import quote
 
 import ahocorasick
 import pandas as pd
@@ -68,25 +69,47 @@ class Scanner:
         automaton = ahocorasick.Automaton()
         longest = 0
         for value in identifiers:
-            key = value.encode("utf-8")
-            automaton.add_word(key.decode("latin-1"), len(key))
-            longest = max(longest, len(key))
+            for key in written_forms(value):
+                automaton.add_word(key.decode("latin-1"), len(key))
+                longest = max(longest, len(key))
         if longest:
             automaton.make_automaton()
         return cls(automaton, longest)
 
     def offsets(self, chunks: Iterable[bytes]) -> Iterator[int]:
-        """Offsets (in the decompressed stream) where an identifier ends; constant memory."""
+        """Offsets (in the decompressed stream) where an identifier ends; constant memory. The
+        stream is compared in ASCII lower case, so ``lab7731`` and ``LAB7731`` are one."""
         if not self.longest:
             return
         carry, base = b"", 0
         for chunk in chunks:
+            chunk = chunk.lower()
             data = carry + chunk
             for end, _ in self.automaton.iter(data.decode("latin-1")):
                 if end >= len(carry):  # one ending inside the carry was found last time
                     yield base - len(carry) + end
             carry = data[-(self.longest - 1):] if self.longest > 1 else b""
             base += len(chunk)
+
+
+_FULL_WIDTH = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in
+                            "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"})
+
+
+def written_forms(value: str) -> set[bytes]:
+    """The ways a lab's or hospital's software writes an identifier into a file, in ASCII lower
+    case (the scan lowers the stream the same way): UTF-8, GB18030 (a Chinese name in a path
+    written by a Windows tool), percent-encoded (a URL), full-width characters (Chinese input
+    methods), hex (a BAM ``H`` tag), and an 11-digit phone grouped 3-4-4 with '-' or ' '."""
+    forms = {value.encode("utf-8"), quote(value, safe="").encode("ascii"),
+             value.translate(_FULL_WIDTH).encode("utf-8"), value.encode("utf-8").hex().encode()}
+    try:
+        forms.add(value.encode("gb18030"))
+    except UnicodeEncodeError:
+        pass  # a character GB18030 does not have cannot be written that way either
+    if len(value) == 11 and value.isdigit():
+        forms |= {f"{value[:3]}{sep}{value[3:7]}{sep}{value[7:]}".encode() for sep in "- "}
+    return {form.lower() for form in forms if len(form) >= MIN_TOKEN_BYTES}
 
 
 def _decompressed(handle: BinaryIO) -> Iterator[bytes]:

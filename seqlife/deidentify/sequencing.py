@@ -530,6 +530,9 @@ def _rewrite_vcf_header(text: bytes, sample_map: Mapping[str, str], keep: set[st
     kept: list[bytes] = []
     removed = replaced = renamed = 0
     for number, line in enumerate(lines, 1):
+        if not line.strip():  # a blank header line (htslib reads past it): dropped
+            removed += 1
+            continue
         if line.startswith(b"##"):
             key = line[2:].split(b"=", 1)[0].decode("utf-8", "replace")
             if key not in keep:
@@ -780,16 +783,22 @@ def _rewrite_sam_text(text: bytes, sample_map: Mapping[str, str], replace_read_g
 
 
 def _read_group_ids(groups: list[list[list[str]]], sample_map: Mapping[str, str]) -> dict[str, str]:
-    """Old -> new for read-group IDs that are keys of the map; new IDs stay unique."""
+    """Old -> new for read-group IDs that hold a key of the map (``LAB7731`` or, as lab
+    pipelines name lanes, ``LAB7731.L1``/``LAB7731_L001``): the key is replaced, the rest kept;
+    new IDs stay unique."""
+    pattern = _token_pattern(sample_map)
+    if pattern is None:
+        return {}
     ids = [value for fields in groups for key, value in fields if key == "ID"]
-    taken = {value for value in ids if value not in sample_map}
+    taken = {value for value in ids if not pattern.search(value)}
     id_map: dict[str, str] = {}
     for value in ids:
-        if value in sample_map and value not in id_map:
-            new, suffix = sample_map[value], 1
+        if pattern.search(value) and value not in id_map:
+            base = pattern.sub(lambda match: sample_map[match.group(0)], value)
+            new, suffix = base, 1
             while new in taken:
                 suffix += 1
-                new = f"{sample_map[value]}.{suffix}"
+                new = f"{base}.{suffix}"
             taken.add(new)
             id_map[value] = new
     return id_map
@@ -1121,6 +1130,11 @@ def scrub_cram(src: Path, dst: Path, sample_map: Mapping[str, str]) -> ScrubRepo
         with open(part, "r+b") as handle:
             handle.seek(_CRAM_FILE_ID.start)
             handle.write(bytes(_CRAM_FILE_ID.stop - _CRAM_FILE_ID.start))
+    except KeyError as exc:  # pysam cannot decode some tags (non-ASCII text in a Z tag)
+        part.unlink(missing_ok=True)
+        raise ScrubError(label, "CRAM", f"record {records + 1} has an auxiliary tag that cannot "
+                         "be decoded (non-ASCII text?)", "ask the lab to re-export the file "
+                         "with ASCII tags") from exc
     except (OSError, ValueError) as exc:
         part.unlink(missing_ok=True)
         raise ScrubError(label, "CRAM", "a record could not be decoded (corrupt file, or its "

@@ -185,11 +185,12 @@ def test_a_bcf_header_is_listed_like_the_vcf_it_came_from(tmp_path: Path) -> Non
 
 
 def test_vcf_meta_keys_kept_are_the_ones_de_identification_keeps() -> None:
-    """The classification table states what de-identification does: its kept ## keys are
-    deidentify.yaml vcf_keep_meta (plus ##fileformat, always kept); every other key is removed."""
+    """The classification table states what de-identification does: its kept ## keys (kept as
+    they are, or with their individuals renamed) are deidentify.yaml vcf_keep_meta (plus
+    ##fileformat, always kept); every other key is removed."""
     table = POLICY["sequencing_header_fields"]["vcf"]
-    kept = {name.removeprefix("meta.") for name, handling in table.items()
-            if name.startswith("meta.") and handling == "kept"}
+    kept = {name.removeprefix("meta.") for name, handling in table.items()  # PEDIGREE: renamed
+            if name.startswith("meta.") and handling in ("kept", "surrogate")}
     assert kept == set(load_deidentify_policy()["vcf_keep_meta"]) | {"fileformat"}
     assert rules.header_handling("meta.bam_path", table) == "removed"
 

@@ -217,3 +217,101 @@ def test_a_trio_file_belongs_to_every_member_and_each_must_be_consented() -> Non
         collect.plan_collection(_sheet(rows), _consents([m for _, m in members], {"MR3"}),
                                 clinical, "research", policy, delivered)
     assert "seq/trio.vcf.gz" in refused.value.message and "MR3" not in refused.value.message
+
+
+# --- what an attack on the first version of this found (red team, issue 16) ----------------
+
+
+def test_a_cram_bomb_is_refused_from_its_block_sizes(tmp_path: Path, cache: Path) -> None:
+    """GB/T 39725 §11.3.4.4 a, §9.3: a CRAM of a few KB whose blocks declare megabytes of raw
+    data (one long poly-A read compresses to nothing) is refused before htslib allocates it."""
+    path = tmp_path / "bomb.cram"
+    header = {"HD": {"VN": "1.6", "SO": "unsorted"}, "RG": [{"ID": "g", "SM": SAMPLE}]}
+    with pysam.AlignmentFile(str(path), "wc", header=header) as out:
+        for number in range(4):
+            read = pysam.AlignedSegment(out.header)
+            read.query_name, read.flag = f"r{number}", 4
+            read.query_sequence = "A" * (1 << 20)
+            out.write(read)
+    declared = collect.cram_inflated_size(path, "x", 0, 1 << 62)
+    assert declared > 4 << 20 > 100 * path.stat().st_size
+    with pytest.raises(MalformedFile, match="decompression bomb") as refused:
+        collect.check_sequencing_file(path, "seq/bomb.cram", ["cram"], max_ratio=2,
+                                      references=cache)
+    assert "seq/bomb.cram" in refused.value.message
+
+
+def test_a_fastq_that_is_one_endless_line_is_refused_without_holding_it(tmp_path: Path) -> None:
+    """§11.3.4.4 a: a gzip FASTQ with no line end stops at the record bound, not at its end."""
+    path = tmp_path / "line.fastq.gz"
+    path.write_bytes(gzip.compress(b"@r\n" + b"A" * (collect.FASTQ_MAX_RECORD + (8 << 20)),
+                                   compresslevel=1))
+    with pytest.raises(MalformedFile, match="longer than"):
+        collect.check_sequencing_file(path, "seq/line.fastq.gz", ["fastq"], max_ratio=0)
+
+
+def test_gzip_instead_of_bgzip_is_a_clear_refusal(tmp_path: Path) -> None:
+    """SEQ §5: the most common lab slip (gzip, not bgzip) names the file and the fix."""
+    plain = b"##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nchr1\t1\t.\tA\tC\t.\t.\t.\n"
+    path = tmp_path / "x.vcf.gz"
+    path.write_bytes(gzip.compress(plain))
+    with pytest.raises(MalformedFile, match="bgzip") as refused:
+        collect.check_sequencing_file(path, "seq/x.vcf.gz", ["vcf"])
+    assert "seq/x.vcf.gz" in refused.value.message
+
+
+def test_an_m5_that_is_not_a_checksum_never_reaches_htslib_as_a_path(cache: Path) -> None:
+    """A crafted ``M5:02d5../../x`` would make htslib read outside the cache: it counts as
+    missing, so the CRAM is refused."""
+    assert reference.missing([{"SN": "chr1", "M5": "02d5../../../outside/xx"}], cache) == ["chr1"]
+
+
+def test_a_reference_on_one_endless_line_is_read_in_bounded_memory(tmp_path: Path,
+                                                                   cache: Path) -> None:
+    """A whole chromosome on one line is valid FASTA; it is streamed, and a size bound holds."""
+    fasta = tmp_path / "one.fa.gz"
+    sequence = "ACGT" * (3 << 20)
+    fasta.write_bytes(gzip.compress(b">chrZ\n" + sequence.encode(), compresslevel=1))
+    [found] = reference.populate(fasta, cache, "one.fa.gz")
+    assert (found.length, found.md5) == (len(sequence), hashlib.md5(sequence.encode()).hexdigest())
+    with pytest.raises(CollectError, match="more than"):
+        reference.populate(fasta, cache, "one.fa.gz", max_bytes=1 << 20)
+
+
+def test_the_last_scan_sees_an_identifier_however_software_wrote_it(tmp_path: Path) -> None:
+    """GB/T 39725 §10.2 a, d: lower case, GB18030, percent-encoded, full-width, hex and a
+    grouped phone number are the same identifier to the scan."""
+    from urllib.parse import quote
+
+    from seqlife.deidentify import residual
+
+    name, phone = "张三丰", "13912345678"
+    variants = [SAMPLE.lower().encode(), name.encode("gb18030"), quote(name).encode(),
+                MRN.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789MR"}).encode(),
+                MRN.encode().hex().upper().encode(), b"139-1234-5678", b"139 1234 5678"]
+    for number, form in enumerate(variants):
+        path = tmp_path / f"v{number}.txt"
+        path.write_bytes(b"##reference=file:///data/" + form + b"/ref.fa\n")
+        hits = residual.scan([("x", path, "index")], residual.Scanner.of({SAMPLE, name, MRN,
+                                                                          phone}))
+        assert hits, form
+
+
+def test_a_read_group_named_after_sample_and_lane_is_renamed(tmp_path: Path) -> None:
+    """Labs name read groups ``<sample>.L1``/``<sample>_L001``: the sample token is replaced,
+    the lane kept, and every record's RG tag follows."""
+    path, out = tmp_path / "lanes.bam", tmp_path / "out.bam"
+    header = {"HD": {"VN": "1.6"}, "SQ": [{"SN": "chr1", "LN": 1000}],
+              "RG": [{"ID": f"{SAMPLE}.L1", "SM": SAMPLE}, {"ID": f"{SAMPLE}_L002", "SM": SAMPLE}]}
+    with pysam.AlignmentFile(str(path), "wb", header=header) as bam:
+        for number, group in enumerate((f"{SAMPLE}.L1", f"{SAMPLE}_L002")):
+            read = pysam.AlignedSegment(bam.header)
+            read.query_name, read.flag = f"A00123:8:HF:1:1101:{number}:1", 4
+            read.query_sequence, read.query_qualities = "ACGT", pysam.qualitystring_to_array("FFFF")
+            read.set_tag("RG", group)
+            bam.write(read)
+    sequencing.scrub_bam(path, out, {SAMPLE: "S-9"})
+    with pysam.AlignmentFile(str(out), check_sq=False) as bam:
+        assert [g["ID"] for g in bam.header.to_dict()["RG"]] == ["S-9.L1", "S-9_L002"]
+        assert [r.get_tag("RG") for r in bam.fetch(until_eof=True)] == ["S-9.L1", "S-9_L002"]
+    assert SAMPLE.encode() not in gzip.decompress(out.read_bytes())
