@@ -54,6 +54,11 @@ class ResidencyViolation(ConfigurationError):
         self.clause = clause
 
 
+class InsecureTransport(ConfigurationError):
+    """A server would answer without TLS where plain HTTP is not allowed (GB/T 39725 §10.1 g;
+    §8.3 Table 5 API 2)."""
+
+
 # --- infrastructure -------------------------------------------------------------------------
 
 
