@@ -119,20 +119,26 @@ class LocalMaster:
         return cls(path.read_bytes())
 
 
+def kms_client(endpoint_url: str | None) -> Any:
+    """The boto3 KMS client of the master; making one opens no connection, so the residency
+    check reads its resolved ``meta.endpoint_url`` before a key is wrapped."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "kms", endpoint_url=endpoint_url,
+        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
+                      read_timeout=20))
+
+
 class KmsMaster:
     """An AWS KMS key (symmetric) as the master; boto3 over HTTP(S) to the KMS endpoint."""
 
     def __init__(self, key_id: str, endpoint_url: str | None = None,
                  client: Any | None = None) -> None:
-        import boto3
-        from botocore.config import Config
-
         self.key_id = key_id
-        self._client = client or boto3.client(
-            "kms", endpoint_url=endpoint_url,
-            region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-            config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
-                          read_timeout=20))
+        self._client = client or kms_client(endpoint_url)
 
     def __repr__(self) -> str:
         return f"KmsMaster({self.key_id})"

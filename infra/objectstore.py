@@ -261,22 +261,28 @@ class LocalObjectStore(ObjectStore):
         return count
 
 
+def s3_client(endpoint_url: str | None) -> object:
+    """The boto3 S3 client of the store; making one opens no connection, so the residency
+    check reads its resolved ``meta.endpoint_url`` before the store is used."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"},
+                      connect_timeout=5, read_timeout=60),
+    )
+
+
 class S3ObjectStore(ObjectStore):
     """S3 (or any S3-compatible server) on a bucket with versioning enabled."""
 
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None,
                  client: object | None = None) -> None:
-        import boto3
-        from botocore.config import Config
-
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.url = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
-        self.client = client or boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            config=Config(retries={"max_attempts": 3, "mode": "standard"},
-                          connect_timeout=5, read_timeout=60),
-        )
+        self.client = client or s3_client(endpoint_url)
 
     @classmethod
     def from_url(cls, url: str, endpoint_url: str | None) -> "S3ObjectStore":

@@ -16,10 +16,10 @@ from sqlalchemy.orm import sessionmaker
 
 from infra.audit import AuditLog
 from infra.catalog import make_engine, session_factory, upgrade
-from infra.datakeys import DataKeys, open_master
+from infra.datakeys import DataKeys, kms_client, open_master
 from infra.keystore import LocalKeyStore
-from infra.objectstore import ObjectStore, open_store
-from seqlife import reference
+from infra.objectstore import ObjectStore, open_store, s3_client
+from seqlife import reference, residency
 from seqlife.exceptions import ConfigurationError
 from seqlife.settings import Settings
 
@@ -68,9 +68,36 @@ class Resources:
         return path
 
 
+def data_locations(settings: Settings) -> tuple[residency.Location, ...]:
+    """Where ``settings`` keep data and keys, as the adapters will reach them: an S3 or KMS
+    endpoint left unset is the one boto3 derives from ``AWS_DEFAULT_REGION``."""
+    locations = [residency.Location("catalog", "SEQLIFE_DB_URL", settings.db_url)]
+    if settings.store_url.startswith("s3:"):
+        setting = "SEQLIFE_S3_ENDPOINT_URL" if settings.s3_endpoint_url else \
+            "AWS_DEFAULT_REGION (SEQLIFE_S3_ENDPOINT_URL unset)"
+        locations.append(residency.Location(
+            "object store", setting, s3_client(settings.s3_endpoint_url).meta.endpoint_url))
+    else:
+        locations.append(residency.Location("object store", "SEQLIFE_STORE_URL",
+                                            settings.store_url))
+    if settings.kms_key_id:
+        setting = "SEQLIFE_KMS_ENDPOINT_URL" if settings.kms_endpoint_url else \
+            "AWS_DEFAULT_REGION (SEQLIFE_KMS_ENDPOINT_URL unset)"
+        locations.append(residency.Location(
+            "KMS", setting, kms_client(settings.kms_endpoint_url).meta.endpoint_url))
+    for what, setting, path in (("key store", "SEQLIFE_KEYSTORE_DIR", settings.keystore_dir),
+                                ("data backups", "SEQLIFE_BACKUP_DIR", settings.backup_dir),
+                                ("key backups", "SEQLIFE_KEY_BACKUP_DIR", settings.key_backup_dir)):
+        if path is not None:
+            locations.append(residency.Location(what, setting, str(path)))
+    return tuple(locations)
+
+
 @lru_cache(maxsize=8)
 def build_resources(settings: Settings) -> Resources:
-    """Open (and migrate) the catalog, open the store and the key store named by ``settings``."""
+    """Check that every location stays in the country (GB/T 39725 §7 q), then open (and
+    migrate) the catalog, open the store and the key store named by ``settings``."""
+    residency.check(data_locations(settings), residency.load_residency_policy())
     settings.home.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.db_url)
     upgrade(engine)

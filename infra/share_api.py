@@ -1,10 +1,12 @@
-"""The controlled sharing API (HDS §6.5 Table 2, §8.3 Table 5): approved extracts over HTTP.
+"""The controlled sharing API (HDS §6.5 Table 2, §8.3 Table 5): approved extracts over HTTPS.
 
 Every call is authenticated with a bearer token bound to one data use agreement and expiring
 with it (only the token's SHA-256 is stored); every call, refused ones included, is logged with
 caller, time, endpoint, volume and result; pulls above the policy's per-minute or per-day limits
 are refused with 429 and raise an audited alert naming the agreement (bulk or high-frequency
-pulls). Extracts carry the recipient's watermark like any other delivery.
+pulls). Extracts carry the recipient's watermark like any other delivery. It is served only
+through ``infra.https`` (TLS); the caller logged is the socket peer, or the client a trusted proxy
+(``SEQLIFE_TRUSTED_PROXIES``) names.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy import func, select
 from infra.catalog import ApiCall, ApiToken
 from infra.resources import Resources
 from seqlife.exceptions import SeqlifeError
+from seqlife.network import client_address
 
 
 def create_app(res: Resources) -> FastAPI:
@@ -30,11 +33,15 @@ def create_app(res: Resources) -> FastAPI:
                   openapi_url=None)
     limits = rules.load_share_policy()["api_limits"]
 
+    def caller(request: Request) -> str:
+        return client_address(request.client.host if request.client else None,
+                              request.headers.getlist("x-forwarded-for"),
+                              res.settings.trusted_proxies)
+
     def log(request: Request, agreement: str | None, status: int, records: int) -> None:
         with res.sessions.begin() as session:
-            session.add(ApiCall(agreement_id=agreement, caller=request.client.host
-                                if request.client else "unknown", endpoint=request.url.path,
-                                status=status, records=records))
+            session.add(ApiCall(agreement_id=agreement, caller=caller(request),
+                                endpoint=request.url.path, status=status, records=records))
 
     def refuse(request: Request, agreement: str | None, status: int, message: str
                ) -> JSONResponse:
@@ -79,9 +86,9 @@ def create_app(res: Resources) -> FastAPI:
             return refuse(request, None, 401, "A valid, unexpired bearer token is required.")
         alert = over_limit(agreement, datetime.now(timezone.utc))
         if alert:
-            caller = request.client.host if request.client else "unknown"
             res.audit.append("share.alert", f"agreement:{agreement}", "blocked",
-                             reason=f"API {alert}; caller {caller}, endpoint {request.url.path}, "
+                             reason=f"API {alert}; caller {caller(request)}, endpoint "
+                                    f"{request.url.path}, "
                                     f"at {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
                                     "; calls refused until the window passes (§11.1.2.5)")
             return refuse(request, agreement, 429, f"Refused: {alert}.")

@@ -37,6 +37,28 @@ class PolicyFileError(ConfigurationError):
     """A policy file is missing a key, has an unknown key or a value of the wrong kind."""
 
 
+class ResidencyViolation(ConfigurationError):
+    """A store, catalog, KMS or backup location lies outside what the residency policy allows
+    (GB/T 39725 §7 q). Names each location by its setting and host, never by its full URL (a
+    database URL may hold a password)."""
+
+    def __init__(self, refusals: list[tuple[str, str, str]], clause: str) -> None:
+        listed = "; ".join(f"{what} ({setting}): {why}" for what, setting, why in refusals)
+        super().__init__(
+            f"Health data and its keys stay in the country ({clause}): {listed}. Point these "
+            "settings at in-country locations; a server that stands in the country but is not "
+            "listed is added to allowed_hosts in data_catalog/policies/residency.yaml with the "
+            "record of where it stands. Nothing was opened.",
+            locations=[what for what, _, _ in refusals], clause=clause)
+        self.refusals = list(refusals)
+        self.clause = clause
+
+
+class InsecureTransport(ConfigurationError):
+    """A server would answer without TLS where plain HTTP is not allowed (GB/T 39725 §10.1 g;
+    §8.3 Table 5 API 2)."""
+
+
 # --- infrastructure -------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from seqlife.exceptions import ConfigurationError
+from seqlife.network import Network, parse_networks
 
 #: Documented in ``seqlife --help``; name -> what it sets.
 ENVIRONMENT_VARIABLES: dict[str, str] = {
@@ -38,6 +39,13 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
     "SEQLIFE_REFERENCE": "FASTA file(s) of the reference genomes CRAM files were made with, "
     "separated by ':' (plain or gzip); their sequences are cached by MD5 under "
     "$SEQLIFE_HOME/references and htslib never looks them up on a network",
+    "SEQLIFE_TLS_CERT": "PEM certificate (chain) every server of seqlife presents, e.g. "
+    "`share serve` (default: a self-signed pair for localhost made under $SEQLIFE_HOME/tls)",
+    "SEQLIFE_TLS_KEY": "PEM private key of SEQLIFE_TLS_CERT (set both or neither)",
+    "SEQLIFE_TRUSTED_PROXIES": "comma-separated CIDRs of reverse proxies whose X-Forwarded-For "
+    "names the caller (default none: the caller is the socket peer)",
+    "SEQLIFE_PLAIN_HTTP": "'loopback' lets a server answer plain HTTP on 127.0.0.1/::1 only, "
+    "for tests; refused for any other host (default: TLS only)",
     "SEQLIFE_ACTOR": "who is acting, stamped on audit records (default the login name)",
     "SEQLIFE_ROLE": "the actor's role, stamped on audit records (default operator)",
 }
@@ -45,7 +53,8 @@ ENVIRONMENT_VARIABLES: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the catalog, object store and key store live, and who is acting."""
+    """Where the catalog, object store and key store live, how servers are reached, and who is
+    acting."""
 
     home: Path
     db_url: str
@@ -59,6 +68,10 @@ class Settings:
     backup_dir: Path | None = None
     key_backup_dir: Path | None = None
     references: tuple[Path, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    trusted_proxies: tuple[Network, ...] = ()
+    plain_http: bool = False
 
     @property
     def prefect_home(self) -> Path:
@@ -88,12 +101,18 @@ class Settings:
             .expanduser().resolve(),
             references=tuple(Path(part).expanduser().resolve() for part in
                              env.get("SEQLIFE_REFERENCE", "").split(os.pathsep) if part),
+            tls_cert=_path(env.get("SEQLIFE_TLS_CERT")),
+            tls_key=_path(env.get("SEQLIFE_TLS_KEY")),
+            trusted_proxies=parse_networks(env.get("SEQLIFE_TRUSTED_PROXIES", ""),
+                                           "SEQLIFE_TRUSTED_PROXIES"),
+            plain_http=_plain_http(env.get("SEQLIFE_PLAIN_HTTP", "")),
         )
         settings.check()
         return settings
 
     def check(self) -> None:
-        """Keys apart from data (GB/T 39725 §10.1 g): the key store may not sit in the store."""
+        """Refuse contradictory settings before anything runs: the key store may not sit in the
+        store (keys apart from data, GB/T 39725 §10.1 g); a TLS certificate comes with its key."""
         parsed = urlparse(self.store_url)
         if parsed.scheme not in ("file", "s3"):
             raise ConfigurationError(
@@ -108,3 +127,19 @@ class Settings:
                 )
         if not self.db_url.startswith(("sqlite", "postgresql")):
             raise ConfigurationError("SEQLIFE_DB_URL must be a sqlite:// or postgresql+psycopg:// URL.")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigurationError("SEQLIFE_TLS_CERT and SEQLIFE_TLS_KEY go together: set both "
+                                     "(your certificate and its key) or neither (a self-signed "
+                                     "pair for local use).")
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser().resolve() if value else None
+
+
+def _plain_http(value: str) -> bool:
+    """Plain HTTP is asked for by name, never by a truthy accident ('1', 'yes')."""
+    if value not in ("", "loopback"):
+        raise ConfigurationError(f"SEQLIFE_PLAIN_HTTP may only be 'loopback' (got '{value}'); "
+                                 "servers answer over TLS unless a loopback test asks otherwise.")
+    return value == "loopback"

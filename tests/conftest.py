@@ -213,7 +213,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "home"
     monkeypatch.setenv("SEQLIFE_HOME", str(path))
     for name in ("SEQLIFE_DB_URL", "SEQLIFE_STORE_URL", "SEQLIFE_S3_ENDPOINT_URL",
-                 "SEQLIFE_KEYSTORE_DIR"):
+                 "SEQLIFE_KEYSTORE_DIR", "SEQLIFE_TLS_CERT", "SEQLIFE_TLS_KEY",
+                 "SEQLIFE_TRUSTED_PROXIES", "SEQLIFE_PLAIN_HTTP"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SEQLIFE_ACTOR", "test-steward")
     monkeypatch.setenv("SEQLIFE_ROLE", "steward")

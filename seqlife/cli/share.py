@@ -66,7 +66,7 @@ def cmd_share(args: argparse.Namespace, settings: Settings) -> int:
         if "token" in result:
             text += f"\nAPI token (shown once): {result['token']}"
     elif action == "serve":
-        return _serve(res, args.port)
+        return _serve(res, args.host, args.port)
     elif action == "export":
         result = share.request_export(res, required(args.target, "AGREEMENT"),
                                       required(args.name, "--name"))
@@ -96,13 +96,21 @@ def cmd_share(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _serve(res: Any, port: int) -> int:
+def _serve(res: Any, host: str, port: int) -> int:
+    """Serve the API over TLS (plain HTTP only with SEQLIFE_PLAIN_HTTP=loopback on loopback)."""
     import uvicorn
 
+    from infra.https import server_config
     from infra.share_api import create_app
 
-    console.print(f"Controlled sharing API on http://127.0.0.1:{port}/v1/extract (Ctrl-C stops)")
-    uvicorn.run(create_app(res), host="127.0.0.1", port=port, log_level="warning")
+    config = server_config(create_app(res), res.settings, host, port)
+    scheme = "https" if config.ssl_certfile else "http"
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"Controlled sharing API on {scheme}://{shown}:{port}/v1/extract (Ctrl-C stops)")
+    if config.ssl_certfile and res.settings.tls_cert is None:
+        console.print(f"Self-signed certificate for localhost: {config.ssl_certfile} (clients pin "
+                      "it, e.g. curl --cacert FILE)")
+    uvicorn.Server(config).run()
     return 0
 
 
@@ -172,8 +180,9 @@ def register(commands: Commands) -> None:
                     "more than 2/3 in favour -> data use agreement.\n"
                     "seqlife share extend AGREEMENT --until DATE --written-request TEXT (at most "
                     "twice).\nseqlife share deliver AGREEMENT [--recipient PUB --out DIR]: by the "
-                    "agreement's tier (file, enclave, api token).\nseqlife share serve [--port N]:"
-                    " the controlled API.\nseqlife share export AGREEMENT --name FILE / "
+                    "agreement's tier (file, enclave, api token).\nseqlife share serve "
+                    "[--host H --port N]: the controlled API over TLS.\n"
+                    "seqlife share export AGREEMENT --name FILE / "
                     "export-decide EXPORT (--approve|--reject) --reason …: enclave results.\n"
                     "seqlife share publish DATASET --by age,sex: public aggregate, small cells "
                     "suppressed.\nseqlife share output AGREEMENT --file F: file a research "
@@ -196,6 +205,8 @@ def register(commands: Commands) -> None:
     share.add_argument("--written-request", help="extend: the requester's written request")
     share.add_argument("--recipient", help="deliver: recipient public key (file tier)")
     share.add_argument("--out", help="deliver / export-decide: output folder")
+    share.add_argument("--host", default="127.0.0.1",
+                       help="serve: interface to listen on (default 127.0.0.1)")
     share.add_argument("--port", type=int, default=8765)
     share.add_argument("--name", help="export: file name in the enclave's exports folder")
     share.add_argument("--reason")

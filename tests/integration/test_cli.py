@@ -26,7 +26,8 @@ def seqlife(home: Path, *args: str, role: str | None = None) -> subprocess.Compl
 def test_help_documents_every_environment_variable(tmp_path: Path) -> None:
     out = seqlife(tmp_path, "--help").stdout
     for name in ("SEQLIFE_HOME", "SEQLIFE_DB_URL", "SEQLIFE_STORE_URL", "SEQLIFE_S3_ENDPOINT_URL",
-                 "SEQLIFE_KEYSTORE_DIR"):
+                 "SEQLIFE_KEYSTORE_DIR", "SEQLIFE_TLS_CERT", "SEQLIFE_TLS_KEY",
+                 "SEQLIFE_TRUSTED_PROXIES", "SEQLIFE_PLAIN_HTTP"):
         assert name in out
 
 

@@ -1,13 +1,15 @@
 """Sharing end to end on both settings: request -> checks -> random reviewers -> > 2/3 vote ->
 agreement -> delivery by tier with a per-recipient watermark -> trace and blacklist -> subject
-access; the controlled API over real HTTP with authentication and rate alerts (SEQ §6, §7.3.2.2;
-GB/T 39725 §7 g, o-p, §8.3 Table 5, §11.4.2.2-11.4.2.6, App. C; RARE §3.5-§4.11)."""
+access; the controlled API over real HTTPS with authentication and rate alerts (SEQ §6, §7.3.2.2;
+GB/T 39725 §7 g, o-p, §8.3 Table 5, §10.1 g, §11.4.2.2-11.4.2.6, App. C; RARE §3.5-§4.11)."""
 
 from __future__ import annotations
 
 import io
+import ssl
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -233,28 +235,40 @@ def test_only_the_committee_votes_and_decides(resources: Resources, certified: s
                    submitted["reviewers"][0], True, {})
 
 
-def start_api(resources: Resources):
-    """The sharing API on a free loopback port, in a thread of this process."""
+@contextmanager
+def running_api(resources: Resources):
+    """The sharing API as `share serve` configures it (TLS, the self-signed pair of the test's
+    home) on a free loopback port, in a thread of this process; yields an HTTPS client that
+    trusts that certificate only."""
     import uvicorn
 
+    from infra.https import server_config
     from infra.share_api import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(resources), host="127.0.0.1", port=0,
-                                           log_level="error"))
+    config = server_config(create_app(resources), resources.settings, "127.0.0.1", 0,
+                           log_level="error")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
-    return server, thread, f"http://127.0.0.1:{port}"
+    trust = ssl.create_default_context(cafile=config.ssl_certfile)
+    try:
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust,
+                          timeout=60) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
-def test_controlled_api_authenticates_logs_and_alerts_over_http(
+def test_controlled_api_authenticates_logs_and_alerts_over_https(
         resources: Resources, certified: str, monkeypatch) -> None:
-    """HDS §8.3 Table 5: token bound to the agreement; every call logged; high-frequency pulls
-    refused and alerted."""
+    """HDS §8.3 Table 5: token bound to the agreement, sent over TLS only (§10.1 g); every call
+    logged; high-frequency pulls refused and alerted."""
     from sqlalchemy import func, select
 
     from infra.catalog import ApiCall
@@ -266,19 +280,15 @@ def test_controlled_api_authenticates_logs_and_alerts_over_http(
     monkeypatch.setattr(rules, "load_share_policy", lambda: limited)
     decided = approve_request(resources, certified, tier="api")
     token = share.issue_token(resources, decided["agreement"])["token"]
-    server, thread, base = start_api(resources)
-    try:
-        assert httpx.get(f"{base}/v1/extract").status_code == 401
-        assert httpx.get(f"{base}/v1/extract",
-                         headers={"Authorization": "Bearer wrong"}).status_code == 401
+    with running_api(resources) as api:
+        assert api.get("/v1/extract").status_code == 401
+        assert api.get("/v1/extract",
+                       headers={"Authorization": "Bearer wrong"}).status_code == 401
         auth = {"Authorization": f"Bearer {token}"}
-        ok = httpx.get(f"{base}/v1/extract", headers=auth)
+        ok = api.get("/v1/extract", headers=auth)
         assert ok.status_code == 200 and ok.json()["records"] > 0
-        codes = [httpx.get(f"{base}/v1/extract", headers=auth).status_code for _ in range(4)]
+        codes = [api.get("/v1/extract", headers=auth).status_code for _ in range(4)]
         assert 429 in codes
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
     with resources.sessions() as session:
         logged = session.scalar(select(func.count(ApiCall.id)))
     assert logged == 2 + 1 + 4  # every call, refused ones too
@@ -368,22 +378,18 @@ def api_load(resources: Resources, certified: str, monkeypatch, calls: int) -> N
     monkeypatch.setattr(rules, "load_share_policy", lambda: open_limits)
     decided = approve_request(resources, certified, tier="api")
     token = share.issue_token(resources, decided["agreement"])["token"]
-    server, thread, base = start_api(resources)
     latencies: list[float] = []
 
-    def pull(_: int) -> int:
-        start = time.perf_counter()
-        response = httpx.get(f"{base}/v1/extract", headers={"Authorization": f"Bearer {token}"},
-                             timeout=60)
-        latencies.append(time.perf_counter() - start)
-        return response.status_code
+    with running_api(resources) as api:
 
-    try:
+        def pull(_: int) -> int:
+            start = time.perf_counter()
+            response = api.get("/v1/extract", headers={"Authorization": f"Bearer {token}"})
+            latencies.append(time.perf_counter() - start)
+            return response.status_code
+
         with ThreadPoolExecutor(max_workers=6) as pool:
             codes = list(pool.map(pull, range(calls)))
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
     assert codes.count(200) == calls
     with resources.sessions() as session:
         assert session.scalar(select(func.count(ApiCall.id))) == calls
