@@ -422,7 +422,7 @@ class Destruction(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))  # agreement | dataset
     target: Mapped[str] = mapped_column(String(300), index=True)
-    state: Mapped[str] = mapped_column(String(20))  # running | verified
+    state: Mapped[str] = mapped_column(String(20))  # running | verified | incomplete
     steps: Mapped[list] = mapped_column(JSON)
     reason: Mapped[str] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -6,8 +6,8 @@
 * :func:`retention_due` says which dataset versions are due for their 5-yearly review
   (§11.3.4.6 a 4).
 * A destruction is a list of named steps, each done once and recorded (:func:`next_steps`), so a
-  crash mid-way resumes where it stopped; only :func:`certificate` after a clean verification
-  reports it done (§11.7.4.3 a).
+  crash mid-way resumes where it stopped; :func:`certificate` is issued only when the
+  verification found nothing left, and carries what it found (§11.7.4.3 a).
 * :func:`drill_report_html` renders a restore or emergency drill report (§11.3.4.6 b 4; SEQ
   §7.4.8, §7.5.1: description, cause and impact, handling).
 """
@@ -44,13 +44,14 @@ class DestroyError(SeqlifeError):
 
 
 class DestructionIncomplete(DestroyError):
-    """Verification found something left; the destruction is not reported done."""
+    """Verification found something left; the destruction is not reported done, and the next run
+    does every (idempotent) step again: a step recorded done evidently missed something."""
 
     def __init__(self, target: str, remnants: Sequence[str]) -> None:
         listed = "; ".join(remnants[:10]) + (" …" if len(remnants) > 10 else "")
         super().__init__(f"Destruction of {target} is not complete: {len(remnants)} remnant(s) "
-                         f"found on checking again ({listed}). Run it again; it resumes.",
-                         remnants=list(remnants))
+                         f"found on checking again ({listed}). Run it again: every step is done "
+                         "and checked again.", remnants=list(remnants))
 
 
 def load_destroy_policy() -> Policy:
@@ -96,12 +97,21 @@ def next_steps(all_steps: Sequence[str], done: Sequence[Mapping[str, Any]]) -> l
 
 
 def certificate(destruction_id: str, kind: str, target: str, reason: str,
-                steps: Sequence[Mapping[str, Any]], checked: Sequence[str], issued_at: str,
-                policy: Policy) -> dict[str, Any]:
-    """The unsigned destruction certificate: what went, how it was checked, under which rules."""
+                steps: Sequence[Mapping[str, Any]], checked: Sequence[str],
+                remnants: Sequence[str], issued_at: str, policy: Policy) -> dict[str, Any]:
+    """The unsigned destruction certificate: what went, where verification looked and what it
+    found, under which rules.
+
+    Raises:
+        DestructionIncomplete: verification found something left; nothing may certify it
+            destroyed (§11.7.4.3 a).
+    """
+    if remnants:
+        raise DestructionIncomplete(f"{kind}:{target}", remnants)
     return {"id": destruction_id, "kind": kind, "target": target, "reason": reason,
             "steps": [dict(s) for s in steps], "verified": list(checked),
-            "remnants": [], "issued_at": issued_at, "policy_hash": policy.content_hash,
+            "remnants": list(remnants), "issued_at": issued_at,
+            "policy_hash": policy.content_hash,
             "clauses": [policy.clause("secure_delete"),
                         policy.clause("destruction_days_after_end")]}
 

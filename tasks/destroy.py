@@ -258,13 +258,15 @@ def destroy(res: Resources, kind: str, target: str, reason: str,
         if crash_after == step:
             raise SystemExit(f"simulated crash after {step}")
     checked, left = _verify(res, kind, target, p)
-    if left:
-        error = rules.DestructionIncomplete(obj, left)
+    try:
+        body = rules.certificate(destruction_id, kind, target, reason, done, checked, left,
+                                 now().isoformat(timespec="seconds"), policy)
+    except rules.DestructionIncomplete as error:
+        with res.sessions.begin() as session:  # the next run starts afresh: every step again
+            session.get(Destruction, destruction_id).state = "incomplete"
         res.audit.append("destroy.incomplete", obj, "refused", reason=error.message,
                          policy_hash=policy.content_hash)
-        raise error
-    body = rules.certificate(destruction_id, kind, target, reason, done, checked,
-                             now().isoformat(timespec="seconds"), policy)
+        raise
     signed = certify.sign(body, res.keys.signing_key())
     stored = res.store.put_bytes(f"{CERTIFICATES}/{destruction_id}.json",
                                  json.dumps(signed, indent=1, sort_keys=True).encode())
@@ -277,7 +279,7 @@ def destroy(res: Resources, kind: str, target: str, reason: str,
                      reason=f"{destruction_id}: {len(done)} steps, checked: {', '.join(checked)}",
                      after_digest=stored.sha256, policy_hash=policy.content_hash)
     return {"destruction": destruction_id, "target": obj, "steps": done, "checked": checked,
-            "certificate_key": stored.key, "signed": signed}
+            "remnants": body["remnants"], "certificate_key": stored.key, "signed": signed}
 
 
 def sweep(res: Resources, today: date | None = None) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -51,8 +52,17 @@ def test_retention_review_every_five_years() -> None:
 
 def test_destruction_certificate_cites_its_rules_and_the_report_renders() -> None:
     body = destroy.certificate("dst-1", "dataset", "cohort", "retention", [{"step": "x"}],
-                               ["store"], "2026-11-23T00:00:00+00:00", POLICY)
+                               ["store"], [], "2026-11-23T00:00:00+00:00", POLICY)
     assert body["remnants"] == [] and "§11.7.4.3 a" in body["clauses"][0]
     page = destroy.drill_report_html({"title": "Drill <1>", "checks": [
         {"check": "a", "ok": True, "detail": "<b>"}], "passed": True, "description": "d"})
     assert "Drill &lt;1&gt;" in page and "&lt;b&gt;" in page and "passed" in page
+
+
+def test_a_certificate_is_never_issued_over_remnants() -> None:
+    """GB/T 39725 §11.7.4.3 a: what verification found goes on the certificate; finding anything
+    refuses the certificate with a typed error instead of a paper saying destroyed."""
+    with pytest.raises(destroy.DestructionIncomplete, match="1 remnant") as refused:
+        destroy.certificate("dst-1", "dataset", "cohort", "retention", [], ["store"],
+                            ["store: 01_raw/cohort/clinical.csv"], "2026-11-23", POLICY)
+    assert refused.value.attrs["remnants"] == ["store: 01_raw/cohort/clinical.csv"]
