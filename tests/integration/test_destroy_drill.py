@@ -86,7 +86,9 @@ def test_dry_run_lists_and_an_interrupted_destruction_resumes(resources: Resourc
     done = destroy.destroy(resources, "dataset", "cohort-d", "retention: no longer needed")
     steps = [s["step"] for s in done["steps"]]
     assert steps == ["purge_store_objects", "forget_lineage", "purge_dvc_remote",
-                     "purge_backups", "shred_data_key", "mark_destroyed"]
+                     "purge_backups", "shred_data_key", "mark_destroyed", "purge_code_index",
+                     "shred_code_index_key"]
+    assert done["code_index"] == [] and done["remnants"] == []  # never de-identified
     assert resources.store.remnants("01_raw/cohort-d/") == []
     assert all(resources.store.remnants(k) == [] for k in planned["dvc_remote_keys"])
 
