@@ -202,6 +202,10 @@ class Deidentification(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     approved_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # set when the project's code index was destroyed with its last live dataset (destroy stage)
+    code_index_destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                                     nullable=True)
+    code_index_destruction: Mapped[str | None] = mapped_column(String(40), nullable=True)
     output_version: Mapped[DatasetVersion] = relationship(foreign_keys=[output_version_id])
 
 
@@ -422,7 +426,7 @@ class Destruction(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))  # agreement | dataset
     target: Mapped[str] = mapped_column(String(300), index=True)
-    state: Mapped[str] = mapped_column(String(20))  # running | verified
+    state: Mapped[str] = mapped_column(String(20))  # running | verified | incomplete
     steps: Mapped[list] = mapped_column(JSON)
     reason: Mapped[str] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

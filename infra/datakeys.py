@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from infra.keystore import overwrite_and_unlink
 from seqlife.encrypt.c4gh import EncryptionError, new_secret_key, public_key_of
 from seqlife.exceptions import ConfigurationError, Transient
 from seqlife.settings import Settings
@@ -290,12 +291,7 @@ class DataKeys:
         path = self._path(dataset)
         if not path.exists():
             return False
-        size = path.stat().st_size
-        with open(path, "r+b") as handle:
-            handle.write(secrets.token_bytes(size))
-            handle.flush()
-            os.fsync(handle.fileno())
-        path.unlink()
+        overwrite_and_unlink(path)
         _write_private(self._path(dataset, ".shredded"), json.dumps(
             {"dataset": dataset,
              "shredded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode())

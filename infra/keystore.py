@@ -15,9 +15,21 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from seqlife.exceptions import ConfigurationError
+from seqlife.exceptions import ConfigurationError, SeqlifeError
 
 SECRET_BYTES = 32
+
+
+def code_index_key(project: str) -> str:
+    """The name of the secret sealing a project's patient code index (GB/T 39725 §10.2 g)."""
+    return f"code-index-{project}"
+
+
+class SecretMissing(SeqlifeError):
+    """A secret asked for without creating it is not in the key store (never made, or destroyed):
+    a new random one would open nothing that the old one sealed."""
+
+    stage = "keys"
 
 
 class LocalKeyStore:
@@ -31,10 +43,21 @@ class LocalKeyStore:
             raise ConfigurationError(f"Key name '{name}' may hold only letters, digits, '-' and '_'.")
         return self.directory / f"{name}.key"
 
-    def secret(self, name: str) -> bytes:
-        """The named secret, created on first use with a cryptographically random value."""
+    def file_name(self, name: str) -> str:
+        """The secret's file name (key-store backups hold it under the same name)."""
+        return self._path(name).name
+
+    def has(self, name: str) -> bool:
+        return self._path(name).exists()
+
+    def secret(self, name: str, create: bool = True) -> bytes:
+        """The named secret, created on first use with a cryptographically random value unless
+        ``create`` is false (then a missing secret raises :class:`SecretMissing`)."""
         path = self._path(name)
         if not path.exists():
+            if not create:
+                raise SecretMissing(f"The key store holds no secret '{name}': it was never made "
+                                    "here or it was destroyed.")
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(self.directory, 0o700)
             try:
@@ -54,10 +77,29 @@ class LocalKeyStore:
             raise ConfigurationError(f"Key file '{path.name}' is damaged (wrong length).")
         return value
 
-    def sealer(self, name: str) -> Fernet:
+    def sealer(self, name: str, create: bool = True) -> Fernet:
         """Authenticated encryption (Fernet: AES-128-CBC + HMAC-SHA256) under the named secret."""
-        return Fernet(base64.urlsafe_b64encode(self.secret(name)))
+        return Fernet(base64.urlsafe_b64encode(self.secret(name, create)))
+
+    def shred(self, name: str) -> bool:
+        """Destroy the named secret: overwritten with random bytes, flushed, unlinked, so what it
+        sealed can never be opened again. Returns False if it was already gone."""
+        path = self._path(name)
+        if not path.exists():
+            return False
+        overwrite_and_unlink(path)
+        return True
 
     def signing_key(self, name: str = "controller-signing") -> Ed25519PrivateKey:
         """The controller's Ed25519 signing key (its 32-byte seed is the named secret)."""
         return Ed25519PrivateKey.from_private_bytes(self.secret(name))
+
+
+def overwrite_and_unlink(path: Path) -> None:
+    """Overwrite a key file with random bytes, flush it to disk, then unlink it."""
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:
+        handle.write(secrets.token_bytes(size))
+        handle.flush()
+        os.fsync(handle.fileno())
+    path.unlink()

@@ -24,6 +24,7 @@ from infra.catalog import (
     Deidentification,
     PatientCodeIndex,
 )
+from infra.keystore import code_index_key
 from infra.resources import Resources
 from seqlife import collect
 from seqlife.classify.detectors import date_parser
@@ -31,7 +32,7 @@ from seqlife.deidentify import report as reports
 from seqlife.deidentify import residual
 from seqlife.deidentify import sequencing
 from seqlife.deidentify import tables as rules
-from seqlife.deidentify.errors import DeidentificationError
+from seqlife.deidentify.errors import CodeIndexDestroyed, DeidentificationError
 from seqlife.deidentify.files import with_compression
 from seqlife.deidentify.hierarchy import load_hierarchies
 from seqlife.exceptions import PolicyViolation
@@ -209,7 +210,7 @@ def store_deidentified(res: Resources, source: Source, project: str,
         for key, body in ((f"{ZONE}/{name}/_reports/v{version}.json", reports.render_json(report)),
                           (f"{ZONE}/{name}/_reports/v{version}.html", reports.render_html(report))):
             created.append(res.store.put_bytes(key, body))
-        sealer = res.keys.sealer(f"code-index-{project}")
+        sealer = res.keys.sealer(code_index_key(project))
         with res.sessions.begin() as session:
             record = session.scalar(select(Dataset).where(Dataset.name == name))
             if record is None:
@@ -290,7 +291,11 @@ def approve(res: Resources, dataset: str, project: str, version: int | None, pol
 
 
 def read_code_index(res: Resources, project: str, surrogate: str, reason: str, policy: Policy) -> str:
-    """Re-identification by the designated role only, each read audited (GB/T 39725 §10.2 g–h)."""
+    """Re-identification by the designated role only, each read audited (GB/T 39725 §10.2 g–h).
+
+    Raises:
+        CodeIndexDestroyed: the project's index went with its last live dataset (destroy stage).
+    """
     role = policy["code_index_role"]
     obj = f"code-index:{project}/{surrogate}"
     if res.settings.role != role:
@@ -303,8 +308,18 @@ def read_code_index(res: Resources, project: str, surrogate: str, reason: str, p
     with res.sessions() as session:
         row = session.scalar(select(PatientCodeIndex).where(
             PatientCodeIndex.project == project, PatientCodeIndex.surrogate == surrogate))
+        destroyed = None if row else session.scalar(select(Deidentification).where(
+            Deidentification.project == project,
+            Deidentification.code_index_destroyed_at.is_not(None))
+            .order_by(Deidentification.code_index_destroyed_at.desc()).limit(1))
+    if row is None and destroyed is not None:
+        res.audit.append("deidentify.code_index_read", obj, "refused",
+                         reason="the project's code index was destroyed")
+        raise CodeIndexDestroyed(project, destroyed.code_index_destroyed_at.date().isoformat(),
+                                 destroyed.code_index_destruction)
     if row is None:
         raise DeidentificationError(f"No surrogate {surrogate} in project {project}.")
+    sealer = res.keys.sealer(code_index_key(project), create=False)  # never a fresh key
     res.audit.append("deidentify.code_index_read", obj, "ok", reason=reason)
-    return res.keys.sealer(f"code-index-{project}").decrypt(row.sealed_subject_key.encode()).decode()
+    return sealer.decrypt(row.sealed_subject_key.encode()).decode()
 

@@ -4,6 +4,13 @@ looking, then certified; the daily sweep; requesters' destruction proofs.
 Each step is idempotent and recorded as done in the ``destructions`` row before the next starts,
 so a destruction interrupted half-way resumes where it stopped; it is reported done only after
 the verification finds nothing left (GB/T 39725 §11.4.2.6, §11.7.4.3 a; RARE §4.4).
+
+Destroying a dataset also destroys what links its subjects once nothing else needs it: the patient
+code index of each project it belongs to (rows in the live catalog and in every catalog backup)
+and the key sealing it (live key store and every key backup), when no other live dataset of the
+project is left (``seqlife.destroy.code_index_fates``; GB/T 39725 §10.2 f–h). Backups are
+point-in-time copies, so the rows are deleted inside each backup's catalog, as object versions are
+deleted inside each backup, rather than by re-taking the backup (see ``infra.backup``).
 """
 
 from __future__ import annotations
@@ -16,18 +23,23 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
 from infra.backup import open_backups
 from infra.catalog import (
     AgreementRow,
     ApiToken,
     Dataset,
+    DatasetVersion,
+    Deidentification,
     Delivery,
     Destruction,
     DestructionProof,
+    PatientCodeIndex,
 )
 from infra.datakeys import DataKeyMissing
+from infra.keystore import code_index_key
 from infra.lineage import LineageRegistry
 from infra.resources import Resources
 from seqlife import certify
@@ -61,12 +73,32 @@ def _plan_agreement(res: Resources, agreement_id: str) -> dict[str, Any]:
                 res.settings).remnants(prefix), "data_key": agreement_key(agreement_id)}
 
 
+def _project_links(session: Session, dataset: str) -> list[rules.ProjectLink]:
+    """Every dataset that the de-identification runs of ``dataset``'s projects read or wrote."""
+    runs = {role: select(Deidentification.project, Dataset.name)
+            .join(DatasetVersion, DatasetVersion.id == column)
+            .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+            for role, column in (("source", Deidentification.source_version_id),
+                                 ("output", Deidentification.output_version_id))}
+    projects = {p for query in runs.values()
+                for p in session.scalars(query.where(Dataset.name == dataset))}
+    pairs = {(role, project, name) for role, query in runs.items()
+             for project, name in session.execute(
+                 query.where(Deidentification.project.in_(projects)))}
+    live = set(session.scalars(select(Dataset.name).join(DatasetVersion).where(
+        Dataset.name.in_({name for _, _, name in pairs}), DatasetVersion.destroyed_at.is_(None))))
+    return [rules.ProjectLink(project, name, role, name in live)
+            for role, project, name in sorted(pairs)]
+
+
 def _plan_dataset(res: Resources, dataset: str) -> dict[str, Any]:
     with res.sessions() as session:
         record = session.scalar(select(Dataset).where(Dataset.name == dataset))
         if record is None:
             raise rules.DestroyError(f"No dataset {dataset} in the catalog.")
         versions = [(v.version, v.zone) for v in record.versions]
+        links = _project_links(session, dataset)
+    fates = rules.code_index_fates(dataset, links, rules.load_destroy_policy())
     registry = LineageRegistry.open(res.settings)
     recorded = {key for s in registry.stages() for key in s.output_versions}
     prefixes = sorted({f"{zone}/{dataset}/" for _, zone in versions})
@@ -78,7 +110,8 @@ def _plan_dataset(res: Resources, dataset: str) -> dict[str, Any]:
             "dvc_remote_keys": dvc, "lineage_versions": [v for v, _ in versions
                                                          if (dataset, v) in recorded],
             "backup_objects": [o for p in prefixes for o in open_backups(res.settings)
-                               .remnants(p)], "data_key": dataset}
+                               .remnants(p)], "data_key": dataset,
+            "code_index": [f.as_record() for f in fates]}
 
 
 def plan(res: Resources, kind: str, target: str) -> dict[str, Any]:
@@ -157,7 +190,17 @@ def _agreement_steps(res: Resources, agreement_id: str, p: dict) -> dict[str, Ca
             "shred_agreement_key": lambda: _shred(res, agreement_key(agreement_id))}
 
 
-def _dataset_steps(res: Resources, dataset: str, p: dict, reason: str
+def _doomed_indexes(p: dict) -> list[str]:
+    """The projects whose code index goes with this destruction (none for an agreement)."""
+    return [c["project"] for c in p.get("code_index", []) if c["destroyed"]]
+
+
+def _kept_note(p: dict) -> str:
+    kept = [c["project"] for c in p["code_index"] if not c["destroyed"]]
+    return f"; kept for live datasets: project(s) {', '.join(kept)}" if kept else ""
+
+
+def _dataset_steps(res: Resources, dataset: str, p: dict, reason: str, destruction_id: str
                    ) -> dict[str, Callable[[], str]]:
     def store() -> str:
         keys = [k for prefix in p["prefixes"] for k in res.store.remnants(prefix)]
@@ -186,9 +229,32 @@ def _dataset_steps(res: Resources, dataset: str, p: dict, reason: str
                 version.destroyed_at = version.destroyed_at or now()
         return "versions marked destroyed in the catalog (metadata and hashes kept)"
 
+    def code_index() -> str:
+        projects = _doomed_indexes(p)
+        with res.sessions.begin() as session:
+            rows = session.execute(delete(PatientCodeIndex).where(
+                PatientCodeIndex.project.in_(projects))).rowcount
+            for run in session.scalars(select(Deidentification).where(
+                    Deidentification.project.in_(projects),
+                    Deidentification.code_index_destroyed_at.is_(None))):
+                run.code_index_destroyed_at, run.code_index_destruction = now(), destruction_id
+        backed_up = sum(open_backups(res.settings).purge_code_index(project, res.settings.db_url)
+                        for project in projects)
+        return (f"patient code index of {len(projects)} project(s): {rows} row(s) deleted from "
+                f"the catalog, {backed_up} from catalog backups{_kept_note(p)}")
+
+    def code_index_keys() -> str:
+        names = [code_index_key(project) for project in _doomed_indexes(p)]
+        shredded = sum(res.keys.shred(name) for name in names)
+        backed_up = sum(open_backups(res.settings).purge_secret(res.keys.file_name(name))
+                        for name in names)
+        return (f"{shredded} code-index key(s) destroyed; removed from {backed_up} key-store "
+                f"backup(s){_kept_note(p)}")
+
     return {"purge_store_objects": store, "forget_lineage": lineage,
             "purge_dvc_remote": dvc_remote, "purge_backups": backups,
-            "shred_data_key": lambda: _shred(res, dataset), "mark_destroyed": mark}
+            "shred_data_key": lambda: _shred(res, dataset), "mark_destroyed": mark,
+            "purge_code_index": code_index, "shred_code_index_key": code_index_keys}
 
 
 def _verify(res: Resources, kind: str, target: str, p: dict) -> tuple[list[str], list[str]]:
@@ -230,7 +296,32 @@ def _verify(res: Resources, kind: str, target: str, p: dict) -> tuple[list[str],
     except DataKeyMissing:
         pass
     checked.append("a decrypt attempt with the data key (must fail)")
+    projects = _doomed_indexes(p)
+    if projects:
+        left += _code_index_remnants(res, projects)
+        checked += ["patient code index rows (live catalog and every catalog backup)",
+                    "code-index keys (live key store and every key backup)"]
     return checked, left
+
+
+def _code_index_remnants(res: Resources, projects: list[str]) -> list[str]:
+    """What still links the subjects of ``projects``: code index rows and their sealing key."""
+    backups = open_backups(res.settings)
+    left = []
+    with res.sessions() as session:
+        counts = dict(session.execute(
+            select(PatientCodeIndex.project, func.count()).where(
+                PatientCodeIndex.project.in_(projects)).group_by(PatientCodeIndex.project)).all())
+    for project in projects:
+        if counts.get(project):
+            left.append(f"catalog: {counts[project]} code index row(s) of project {project}")
+        left += [f"catalog backup {b} of project {project}"
+                 for b in backups.code_index_remnants(project)]
+        name = code_index_key(project)
+        if res.keys.has(name):
+            left.append(f"key store: the code-index key of project {project}")
+        left += [f"key backup: {k}" for k in backups.secret_remnants(res.keys.file_name(name))]
+    return left
 
 
 def destroy(res: Resources, kind: str, target: str, reason: str,
@@ -251,20 +342,23 @@ def destroy(res: Resources, kind: str, target: str, reason: str,
                      policy_hash=policy.content_hash)
     all_steps = rules.AGREEMENT_STEPS if kind == "agreement" else rules.DATASET_STEPS
     actions = _agreement_steps(res, target, p) if kind == "agreement" else \
-        _dataset_steps(res, target, p, reason)
+        _dataset_steps(res, target, p, reason, destruction_id)
     for step in rules.next_steps(all_steps, done):
         detail = actions[step]()
         done.append(_done(res, destruction_id, step, detail))
         if crash_after == step:
             raise SystemExit(f"simulated crash after {step}")
     checked, left = _verify(res, kind, target, p)
-    if left:
-        error = rules.DestructionIncomplete(obj, left)
+    try:
+        body = rules.certificate(destruction_id, kind, target, reason, done, checked, left,
+                                 p.get("code_index", []), now().isoformat(timespec="seconds"),
+                                 policy)
+    except rules.DestructionIncomplete as error:
+        with res.sessions.begin() as session:  # the next run starts afresh: every step again
+            session.get(Destruction, destruction_id).state = "incomplete"
         res.audit.append("destroy.incomplete", obj, "refused", reason=error.message,
                          policy_hash=policy.content_hash)
-        raise error
-    body = rules.certificate(destruction_id, kind, target, reason, done, checked,
-                             now().isoformat(timespec="seconds"), policy)
+        raise
     signed = certify.sign(body, res.keys.signing_key())
     stored = res.store.put_bytes(f"{CERTIFICATES}/{destruction_id}.json",
                                  json.dumps(signed, indent=1, sort_keys=True).encode())
@@ -277,6 +371,7 @@ def destroy(res: Resources, kind: str, target: str, reason: str,
                      reason=f"{destruction_id}: {len(done)} steps, checked: {', '.join(checked)}",
                      after_digest=stored.sha256, policy_hash=policy.content_hash)
     return {"destruction": destruction_id, "target": obj, "steps": done, "checked": checked,
+            "remnants": body["remnants"], "code_index": body["code_index"],
             "certificate_key": stored.key, "signed": signed}
 
 

@@ -15,15 +15,14 @@ import json
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date, datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import select
 
-from infra.backup import open_backups
+from infra.backup import open_backups, scratch_database
 from infra.catalog import Certificate, DataFile, DatasetVersion, Destruction
 from infra.resources import Resources, build_resources
 from seqlife import certify
@@ -104,21 +103,21 @@ def restored_copy(res: Resources, stamp: str) -> Iterator[Resources]:
     """A backup restored into a scratch home (and, for PostgreSQL, a scratch database), opened
     like production; everything is removed afterwards."""
     scratch = Path(tempfile.mkdtemp(dir=res.scratch(), prefix="restore-"))
-    database = None
     try:
-        if not res.settings.db_url.startswith("sqlite"):
-            database = _scratch_database(res.settings.db_url)
-        env = open_backups(res.settings).restore(stamp, scratch / "home", database)
-        restored = build_resources(Settings.from_env({**env, "SEQLIFE_ACTOR": res.settings.actor,
-                                                      "SEQLIFE_ROLE": "operator"}))
-        try:
-            yield restored
-        finally:
-            restored.engine.dispose()
+        with ExitStack() as stack:
+            database = None
+            if not res.settings.db_url.startswith("sqlite"):
+                database = stack.enter_context(scratch_database(res.settings.db_url))
+                stack.callback(build_resources.cache_clear)  # forget the engine before the drop
+            env = open_backups(res.settings).restore(stamp, scratch / "home", database)
+            restored = build_resources(Settings.from_env(
+                {**env, "SEQLIFE_ACTOR": res.settings.actor, "SEQLIFE_ROLE": "operator"}))
+            try:
+                yield restored
+            finally:
+                restored.engine.dispose()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        if database:
-            _drop_database(database)
 
 
 def restore_drill(res: Resources, stamp: str | None = None) -> dict:
@@ -148,33 +147,6 @@ def restore_drill(res: Resources, stamp: str | None = None) -> dict:
               "passed": all(c["ok"] for c in checks),
               "clause": rules.load_destroy_policy().clause("restore_drill_months")}
     return _keep_report(res, report)
-
-
-def _scratch_database(db_url: str) -> str:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(db_url)
-    name = f"seqlife_drill_{uuid.uuid4().hex[:10]}"
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    return url.set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(db_url: str) -> None:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    from infra.resources import build_resources as cached
-
-    cached.cache_clear()
-    url = make_url(db_url)
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
 
 
 def _keep_report(res: Resources, report: dict) -> dict:

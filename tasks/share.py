@@ -25,6 +25,7 @@ from sqlalchemy import select
 from infra.catalog import (
     AgreementRow,
     Consent,
+    Deidentification,
     Delivery,
     Institution,
     PatientCodeIndex,
@@ -32,6 +33,7 @@ from infra.catalog import (
     ShareRequest,
     Subject,
 )
+from infra.keystore import code_index_key
 from infra.resources import Resources
 from seqlife import certify
 from seqlife.classify.detectors import load_detectors
@@ -101,7 +103,7 @@ def consent_map(res: Resources, project: str, surrogates: set[str]
     """Project surrogate -> (uses the subject's consents cover, withdrawn), via the sealed code
     index; the linkage stays inside this function (nothing is logged or returned but flags)."""
     scopes_by_use = load_collect_policy()["scenario_scopes"]
-    sealer = res.keys.sealer(f"code-index-{project}")
+    sealer = res.keys.sealer(code_index_key(project))
     secret = res.keys.secret("subject-surrogate")
     out: dict[str, tuple[frozenset[str], bool]] = {}
     with res.sessions() as session:
@@ -457,10 +459,11 @@ def blacklist(res: Resources, institution: str, reason: str) -> dict:
 
 def subject_access(res: Resources, subject_key: str) -> list[dict]:
     """Every disclosure of one person's data: recipient, agreement, date, destruction status
-    (HDS §7 g). Run by the controller; the subject is found through each project's surrogate."""
+    (HDS §7 g). Run by the controller; the subject is found through each project's surrogate
+    secret, so disclosures stay listed after a project's code index was destroyed."""
     rows = []
     with res.sessions() as session:
-        projects = set(session.scalars(select(PatientCodeIndex.project)))
+        projects = set(session.scalars(select(Deidentification.project)))
         surrogates = {subject_surrogate(res.keys.secret(f"surrogate-{p}"), subject_key): p
                       for p in projects}
         for delivery in session.scalars(select(Delivery).order_by(Delivery.created_at)):

@@ -54,6 +54,8 @@ def _render(result: dict[str, Any]) -> None:
     for step in result["steps"]:
         table.add_row(step["step"], step["at"], step["detail"])
     console.print(table)
+    for fate in result["code_index"]:
+        console.print(f"Patient code index of project {fate['project']}: {fate['why']}")
     console.print(f"[green]Verified[/]: nothing left ({'; '.join(result['checked'])}). Signed "
                   f"certificate {result['certificate_key']}")
 
@@ -133,7 +135,9 @@ def register(commands: Commands) -> None:
         description="seqlife destroy agreement|dataset TARGET --reason TEXT [--dry-run]: every "
                     "copy under the controller's reach (object versions and delete markers, DVC "
                     "cache and remote, enclave area, delivered files, API tokens, backups) and "
-                    "the data key (crypto-shredding); verified by looking again; signed "
+                    "the data key (crypto-shredding); for a dataset also the patient code index "
+                    "of its projects and its key (live, catalog and key backups) once no other "
+                    "live dataset of the project needs it; verified by looking again; signed "
                     "certificate. Re-running after a crash finishes the job.\n"
                     "seqlife destroy sweep [--today DATE]: the daily run.\n"
                     "seqlife destroy proof AGREEMENT --file PROOF: register the requester's "

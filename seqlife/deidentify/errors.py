@@ -11,6 +11,18 @@ class DeidentificationError(SeqlifeError):
     stage = "deidentify"
 
 
+class CodeIndexDestroyed(DeidentificationError):
+    """The project's patient code index was destroyed with the last of its datasets: nobody can
+    re-identify its subjects any more (GB/T 39725 §10.2 h; §11.7.4.3 a)."""
+
+    def __init__(self, project: str, destroyed_on: str, destruction: str) -> None:
+        super().__init__(
+            f"The patient code index of project {project} was destroyed on {destroyed_on} with the "
+            f"last of the project's datasets (destruction {destruction}, see `seqlife destroy "
+            "certificate`): its subjects can no longer be re-identified (GB/T 39725 §10.2 h; "
+            "§11.7.4.3 a).", project=project, destruction=destruction)
+
+
 class KAnonymityNotReached(DeidentificationError):
     """No node of the lattice reaches k within the suppression budget (GB/T 39725 §10.2 e).
 

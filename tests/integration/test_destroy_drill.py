@@ -86,7 +86,9 @@ def test_dry_run_lists_and_an_interrupted_destruction_resumes(resources: Resourc
     done = destroy.destroy(resources, "dataset", "cohort-d", "retention: no longer needed")
     steps = [s["step"] for s in done["steps"]]
     assert steps == ["purge_store_objects", "forget_lineage", "purge_dvc_remote",
-                     "purge_backups", "shred_data_key", "mark_destroyed"]
+                     "purge_backups", "shred_data_key", "mark_destroyed", "purge_code_index",
+                     "shred_code_index_key"]
+    assert done["code_index"] == [] and done["remnants"] == []  # never de-identified
     assert resources.store.remnants("01_raw/cohort-d/") == []
     assert all(resources.store.remnants(k) == [] for k in planned["dvc_remote_keys"])
 
@@ -94,15 +96,28 @@ def test_dry_run_lists_and_an_interrupted_destruction_resumes(resources: Resourc
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_incomplete_destruction_is_not_certified(resources: Resources, cohort: Path,
                                                  monkeypatch) -> None:
-    """If looking again finds a copy, the destruction is refused as incomplete and audited."""
+    """§11.7.4.3 a: the store refuses to delete the object versions; looking again finds them, so
+    the destruction is refused as incomplete (typed, audited) and no certificate is issued. The
+    next run does every step again instead of trusting the steps recorded as done."""
     from flows.collect import collect_flow
     from tasks import destroy
 
     collect_flow(str(cohort), "cohort-i")
     monkeypatch.setattr(type(resources.store), "purge", lambda self, key: 0)
-    with pytest.raises(DestructionIncomplete, match="not complete"):
+    with pytest.raises(DestructionIncomplete, match="not complete.*store: 01_raw/cohort-i/"):
         destroy.destroy(resources, "dataset", "cohort-i", "test")
     assert ("destroy.incomplete", "refused") in actions(resources)
+    assert ("destroy.verified", "destroyed") not in actions(resources)
+    with resources.sessions() as session:
+        failed = session.scalar(select(Destruction))
+        assert failed.state == "incomplete" and failed.certificate is None
+    assert resources.store.remnants("destruction/") == []
+
+    monkeypatch.undo()
+    done = destroy.destroy(resources, "dataset", "cohort-i", "test")
+    assert done["destruction"] != failed.id and done["remnants"] == []
+    assert done["signed"]["certificate"]["remnants"] == []
+    assert resources.store.remnants("01_raw/cohort-i/") == []
 
 
 def test_restore_drill_after_a_destruction_cannot_read_the_destroyed_data(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from seqlife import destroy
+from seqlife.exceptions import PolicyFileError
+from seqlife.policy import Rule
 
 POLICY = destroy.load_destroy_policy()
 
@@ -51,8 +55,56 @@ def test_retention_review_every_five_years() -> None:
 
 def test_destruction_certificate_cites_its_rules_and_the_report_renders() -> None:
     body = destroy.certificate("dst-1", "dataset", "cohort", "retention", [{"step": "x"}],
-                               ["store"], "2026-11-23T00:00:00+00:00", POLICY)
+                               ["store"], [], [], "2026-11-23T00:00:00+00:00", POLICY)
     assert body["remnants"] == [] and "§11.7.4.3 a" in body["clauses"][0]
     page = destroy.drill_report_html({"title": "Drill <1>", "checks": [
         {"check": "a", "ok": True, "detail": "<b>"}], "passed": True, "description": "d"})
     assert "Drill &lt;1&gt;" in page and "&lt;b&gt;" in page and "passed" in page
+
+
+def test_a_certificate_is_never_issued_over_remnants() -> None:
+    """GB/T 39725 §11.7.4.3 a: what verification found goes on the certificate; finding anything
+    refuses the certificate with a typed error instead of a paper saying destroyed."""
+    with pytest.raises(destroy.DestructionIncomplete, match="1 remnant") as refused:
+        destroy.certificate("dst-1", "dataset", "cohort", "retention", [], ["store"],
+                            ["store: 01_raw/cohort/clinical.csv"], [], "2026-11-23", POLICY)
+    assert refused.value.attrs["remnants"] == ["store: 01_raw/cohort/clinical.csv"]
+
+
+def link(project: str, dataset: str, role: str, live: bool = True) -> destroy.ProjectLink:
+    return destroy.ProjectLink(project, dataset, role, live)
+
+
+def test_the_code_index_goes_with_the_last_live_dataset_of_its_project() -> None:
+    """GB/T 39725 §10.2 f–h, §11.7.4.3 a: destroying a dataset destroys the code index of each
+    of its projects unless another live dataset (raw source or de-identified output) of that
+    project still needs it; the certificate then names those datasets."""
+    links = [link("p1", "raw", "source"), link("p1", "raw--p1", "output"),
+             link("p2", "raw", "source"), link("p2", "raw--p2", "output", live=False),
+             link("p3", "other", "source")]
+    fates = {f.project: f for f in destroy.code_index_fates("raw", links, POLICY)}
+    assert set(fates) == {"p1", "p2"}  # p3 does not involve the dataset
+    assert fates["p1"].kept_for == ("raw--p1",) and not fates["p1"].destroyed
+    assert fates["p2"].destroyed and fates["p2"].as_record()["kept_for"] == []
+    record = fates["p1"].as_record()
+    assert record["destroyed"] is False and "raw--p1" in record["why"]
+    last = destroy.code_index_fates("raw--p1", [replace(x, live=False) if x.dataset == "raw"
+                                                else x for x in links], POLICY)
+    assert [(f.project, f.destroyed) for f in last] == [("p1", True)]
+    body = destroy.certificate("dst-2", "dataset", "raw", "retention", [], ["store"], [],
+                               [f.as_record() for f in fates.values()], "2026-11-23", POLICY)
+    assert body["code_index"][0]["kept_for"] == ["raw--p1"]
+    assert POLICY.clause("patient_code_index") in body["clauses"]
+
+
+def test_the_policy_says_which_datasets_keep_the_code_index() -> None:
+    """The roles that keep an index are policy (read, checked): only outputs keep it here."""
+    only_outputs = replace(POLICY, rules={**POLICY.rules, "patient_code_index": Rule(
+        {"kept_while_live": ["output"]}, "GB/T 39725 §10.2 f–h")})
+    fates = destroy.code_index_fates("raw--p1", [link("p1", "raw", "source"),
+                                                 link("p1", "raw--p1", "output")], only_outputs)
+    assert fates[0].destroyed
+    wrong = replace(POLICY, rules={**POLICY.rules, "patient_code_index": Rule(
+        {"kept_while_live": ["shares"]}, "GB/T 39725 §10.2 f–h")})
+    with pytest.raises(PolicyFileError, match="kept_while_live"):
+        destroy.code_index_fates("raw", [link("p1", "raw", "source")], wrong)
