@@ -57,16 +57,16 @@ def run_collect(res: Resources, source: str, dataset: str, scenario: str, owner:
             sources = [(check, delivery.source / planned.path, planned)
                        for check, planned in zip(checks, plan.files)]
             sources += [(check, path, None) for check, path in tables]
-            registered = t.store_and_register(res, dataset, owner, plan, sources, policy, run_id)
+            registered = t.store_and_register(res, dataset, owner, plan, sources, policy, run_id,
+                                              workdir)
             if registered.created:
                 res.store.put_bytes(f"{policy['raw_zone']}/{dataset}/_quality/"
                                     f"v{registered.version}.html", report.encode())
                 res.store.put_bytes(f"{policy['raw_zone']}/{dataset}/_maps/"
                                     f"v{registered.version}.yaml", delivery.column_map.render())
-            stage, files = stage_of_run(
+            stage, files = stage_of_run(  # the stored ciphertext, never the delivery's bytes
                 "collect", dataset, registered.version,
-                {t.dataset_path(check, planned): (check.sha256, path)
-                 for check, path, planned in sources},
+                {path: (sha, Path(copy)) for path, (sha, copy) in registered.sealed.items()},
                 (), run_id, policy.content_hash, {"scenario": scenario})
             lineage.record_stage(res, stage, files)
     except SeqlifeError as exc:

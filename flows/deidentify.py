@@ -110,7 +110,7 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
                                 quality_report.encode())
             stage, local = stage_of_run(
                 "deidentify", name, stored["version"],
-                {relative: (stored["files"][relative], path) for relative, _, path, _ in outputs},
+                stored.pop("sealed"),  # the stored ciphertext: the registry holds no plaintext
                 inputs, run_id, policy.content_hash,
                 {"project": project, "k": int(policy["k"]),
                  "levels": {str(q): int(v) for q, v in table.kanon.levels.items()}})

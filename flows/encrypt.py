@@ -1,10 +1,13 @@
 """Flows ``encrypt`` and ``rotate_keys``.
 
-``encrypt``: every file of a dataset version becomes a Crypt4GH copy under the dataset's data key
-(read back and authenticated before it counts), a signed SHA-256 manifest is stored with the
-version, the copies are recorded in the lineage registry, and the plaintext object versions are
-purged, so the version is kept encrypted only. Any failure before the purge leaves the plaintext
-as it was; the refusal is audited.
+``encrypt``: collect and deidentify store every file sealed (Crypt4GH under the dataset's data
+key, signed manifest) from the first byte, so for their versions this flow authenticates every
+segment of every stored copy against the signed manifest and reports it. A version stored before
+sealing at intake (an older catalog) is sealed here: each file becomes a Crypt4GH copy (read back
+and authenticated before it counts), the manifest is signed, the copies are recorded in the
+lineage registry and the plaintext object versions are purged — always: no option keeps
+plaintext at rest (GB/T 39725 §10.1 h). Any failure before the purge leaves the plaintext as it
+was; the refusal is audited.
 
 ``rotate_keys``: the yearly re-wrap of every data key under a new master key; payloads are not
 touched (GB/T 39725 §8.3 Table 5).
@@ -30,16 +33,15 @@ from tasks import encrypt as t
 from tasks.lineage import recorded_artifacts, stage_of_run
 
 
-def run_encrypt(res: Resources, dataset: str, version: int | None, purge: bool | None = None,
-                run_id: str = "") -> dict:
+def run_encrypt(res: Resources, dataset: str, version: int | None, run_id: str = "") -> dict:
     policy = t.load_encrypt_policy()
-    purge = policy["purge_plaintext"] if purge is None else purge
     obj = f"dataset:{dataset}" + (f"@v{version}" if version else "")
     res.audit.append("encrypt.start", obj, "started", policy_hash=policy.content_hash)
     try:
         number, zone, files = t.version_files(res, dataset, version)
         obj = f"dataset:{dataset}@v{number}"
         todo = [f for f in files if not f["encrypted_key"]]
+        verified = t.verify_sealed(res, dataset, [f for f in files if f["encrypted_key"]])
         public = res.data_keys.public_key(dataset)
         copies = [copy for batch in t.encrypt_files.map(
             unmapped(res), batches(todo), unmapped(zone), unmapped(dataset),
@@ -51,17 +53,19 @@ def run_encrypt(res: Resources, dataset: str, version: int | None, purge: bool |
                 stage, local = _lineage_stage(res, dataset, number, copies, inputs, run_id,
                                               policy.content_hash, Path(scratch))
                 lineage.record_stage(res, stage, local)
-        purged = t.purge_plaintext(res, dataset, number) if purge else 0
+        purged = t.purge_plaintext(res, dataset, number)
     except SeqlifeError as exc:
         res.audit.append("encrypt.refused", obj, "refused", reason=exc.message,
                          policy_hash=policy.content_hash)
         raise
     res.audit.append("encrypt.store", obj, "ok",
-                     reason=f"{len(copies)} file(s) encrypted (Crypt4GH), {purged} plaintext "
-                            f"object(s) purged; data key {recorded.get('fingerprint', '-')}",
+                     reason=f"{len(copies)} file(s) encrypted (Crypt4GH), {verified} sealed "
+                            f"copies authenticated, {purged} plaintext object(s) purged; data "
+                            f"key {recorded.get('fingerprint', '-')}",
                      after_digest=recorded.get("manifest_sha256"), policy_hash=policy.content_hash)
     return {"dataset": dataset, "version": number, "encrypted": len(copies),
-            "already_encrypted": len(files) - len(todo), "purged": purged, **recorded}
+            "already_encrypted": len(files) - len(todo), "verified": verified, "purged": purged,
+            **recorded}
 
 
 def _lineage_stage(res: Resources, dataset: str, version: int, copies: list[dict],
@@ -82,17 +86,15 @@ def _lineage_stage(res: Resources, dataset: str, version: int, copies: list[dict
 
 
 @flow(name="encrypt", log_prints=False)
-def encrypt_flow(dataset: str, version: int | None = None, purge_plaintext: bool | None = None
-                 ) -> dict:
-    """Keep a dataset version encrypted (Crypt4GH) with a signed integrity manifest.
+def encrypt_flow(dataset: str, version: int | None = None) -> dict:
+    """Prove a dataset version is kept encrypted only (Crypt4GH, signed integrity manifest),
+    sealing any file an older catalog stored in plaintext.
 
     Args:
         dataset: catalog name of the dataset.
         version: its version (latest by default).
-        purge_plaintext: delete the plaintext object versions once the copies are verified
-            (default: the policy's ``purge_plaintext``).
     """
-    return run_encrypt(build_resources(Settings.from_env()), dataset, version, purge_plaintext,
+    return run_encrypt(build_resources(Settings.from_env()), dataset, version,
                        str(flow_run.id or ""))
 
 

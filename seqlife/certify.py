@@ -65,6 +65,9 @@ class Evidence:
     generation_technique: str
     application_scenario: str
     policy_hashes: Mapping[str, str] = field(default_factory=dict)
+    #: path -> SHA-256 of the bytes the store holds (the Crypt4GH copy), which is what the
+    #: lineage registry seals; None where the store holds the plaintext itself
+    stored: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,8 @@ def _lineage_verdict(evidence: Evidence) -> tuple[bool, str]:
     if not derived:
         return False, "no lineage is recorded for this version"
     first, last = derived[0], derived[-1]
-    if dict(first.get("outputs", {})) != dict(evidence.files):
+    stored = evidence.files if evidence.stored is None else evidence.stored
+    if dict(first.get("outputs", {})) != dict(stored):
         return False, "the files recorded in the lineage differ from the stored files"
     if last.get("stage") != "collect" or last.get("inputs") or last.get("zone") != "01_raw":
         return False, "the chain does not reach a raw, collected version"

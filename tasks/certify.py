@@ -75,6 +75,8 @@ def gather_evidence(res: Resources, dataset: str, version: int | None, scenario:
         run = session.scalar(select(Deidentification).where(
             Deidentification.output_version_id == output.id))
         files = {f.path: f.sha256 for f in output.files}
+        stored = {f.path: f.cipher_sha256 if f.object_key == f.encrypted_key else f.sha256
+                  for f in output.files}
         content_digest = output.manifest_sha256
         clinical = next((f for f in output.files if f.path == "tables/clinical.parquet"), None)
         lineage = recorded_lineage(res, session, dataset, output.version)
@@ -105,7 +107,7 @@ def gather_evidence(res: Resources, dataset: str, version: int | None, scenario:
         k_achieved=declared_k(table, load_quality_policy()) if table is not None else 0,
         risk_passed=bool(risk.get("passed")), grade=labels.grade,
         generation_technique="deidentification", application_scenario=scenario,
-        policy_hashes={**source_hashes, "quality": quality_hash})
+        policy_hashes={**source_hashes, "quality": quality_hash}, stored=stored)
     return evidence, docs
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,16 +12,16 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import func, select
 
-from infra.catalog import Consent, DataFile, Dataset, DatasetVersion, Subject
+from infra.catalog import Consent, DataFile, Dataset, DatasetVersion, IntegrityManifest, Subject
 from infra.objectstore import ObjectVersion
 from infra.resources import Resources
 from seqlife import collect
 from seqlife.classify.detectors import date_parser, load_detectors
 from seqlife.classify.labels import label_table, load_classify_policy
-from seqlife.exceptions import CollectError, ColumnMapNeeded, ObjectNotFound, StorageError
+from seqlife.exceptions import CollectError, ColumnMapNeeded, StorageError
 from seqlife.tableio import read_table_file
 from seqlife.policy import Policy
-from tasks import is_transient
+from tasks import encrypt, is_transient
 
 TABLE_NAMES = ("clinical", "consents", "samples")
 
@@ -167,6 +168,9 @@ class Registered:
     total_bytes: int
     subjects: int
     excluded_subjects: tuple[str, ...]  # surrogates only
+    #: path in the dataset -> (SHA-256 of the stored Crypt4GH bytes, a local copy of them): what
+    #: the lineage registry records, so its workspace, cache and remote hold ciphertext only
+    sealed: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
 
 def dataset_path(check: collect.FileCheck, planned: collect.PlannedFile | None) -> str:
@@ -179,12 +183,15 @@ def dataset_path(check: collect.FileCheck, planned: collect.PlannedFile | None) 
       retry_condition_fn=is_transient)
 def store_and_register(res: Resources, dataset: str, owner: str, plan: collect.CollectionPlan,
                        sources: list[tuple[collect.FileCheck, Path, collect.PlannedFile | None]],
-                       policy: Policy, flow_run_id: str) -> Registered:
-    """Store every object, then register the version in one catalog transaction.
+                       policy: Policy, flow_run_id: str, workdir: str) -> Registered:
+    """Seal every file as Crypt4GH under the dataset's data key and store only the ciphertext,
+    sign the integrity manifest, then register the version in one catalog transaction
+    (GB/T 39725 §10.1 c, §11.3.4.4 b): no plaintext byte of a delivery reaches the store.
 
-    Same content as the latest version -> nothing new is written (idempotent). Any failure removes
-    the object versions this call created, so no partial collection is ever registered and
-    earlier versions stay as they were.
+    Same content as the latest version -> nothing new is written (idempotent); a file whose
+    plaintext equals the latest version's keeps its stored ciphertext. Any failure removes the
+    object versions this call created, so no partial collection is ever registered and earlier
+    versions stay as they were.
     """
     secret = res.keys.secret("subject-surrogate")
     surrogate = {key: collect.subject_surrogate(secret, key)
@@ -203,25 +210,49 @@ def store_and_register(res: Resources, dataset: str, owner: str, plan: collect.C
     with res.sessions() as session:
         existing = session.scalar(select(Dataset).where(Dataset.name == dataset))
         latest = existing.versions[-1] if existing and existing.versions else None
+        previous = {f.path: {c: getattr(f, c) for c in _SEALED_COLUMNS}
+                    for f in (latest.files if latest is not None else ())
+                    if f.plaintext_purged and f.object_key == f.encrypted_key}
+        unchanged = None
         if latest is not None and _content_digest_of(latest) == digest:
-            return Registered(dataset, latest.version, False, latest.manifest_sha256,
-                              latest.file_count, latest.total_bytes, len(plan.included_subjects),
-                              excluded)
+            unchanged = (latest.version, latest.manifest_sha256, latest.file_count,
+                         latest.total_bytes)
         version = (latest.version + 1) if latest else 1
+    if unchanged is not None:  # with the stored copies, for a lineage record a crash left out
+        number, manifest_sha256, files, total_bytes = unchanged
+        return Registered(dataset, number, False, manifest_sha256, files, total_bytes,
+                          len(plan.included_subjects), excluded,
+                          {path: (row["cipher_sha256"], str(_local_copy(
+                              res, row, Path(workdir) / f"prior-{number}.c4gh")))
+                           for number, (path, row) in enumerate(previous.items())})
 
     created: list[ObjectVersion] = []
     try:
-        stored = {}
+        stored: dict[str, dict] = {}
+        local: dict[str, tuple[str, str]] = {}
         for (check, path, _), entry in zip(sources, entries):
-            stored[entry.path] = _put_once(res, f"{zone}/{dataset}/{entry.path}", path, check.sha256,
-                                           created)
+            prior = previous.get(entry.path)
+            if prior is not None and prior["sha256"] == entry.sha256:
+                stored[entry.path] = prior
+                copy = _local_copy(res, prior, Path(workdir) / f"prior-{len(local)}.c4gh")
+                local[entry.path] = (prior["cipher_sha256"], str(copy))
+                continue
+            sealed = encrypt.seal(res, dataset, entry.path, path, Path(workdir), check.sha256)
+            obj = encrypt.put_sealed(res, zone, dataset, sealed)
+            created.append(obj)
+            stored[entry.path] = encrypt.sealed_columns(sealed, obj)
+            local[entry.path] = (sealed.cipher_sha256, str(sealed.cipher))
+        signed, signed_obj, fingerprint = encrypt.signed_manifest(
+            res, zone, dataset, version, list(stored.values()), policy.content_hash)
+        created.append(signed_obj)
         manifest = collect.render_manifest(dataset, version, plan.scenario, policy.content_hash,
                                            entries)
         manifest_key = f"{zone}/{dataset}/_manifests/v{version}.json"
         created.append(res.store.put_bytes(manifest_key, manifest))
         manifest_sha256 = created[-1].sha256
         _register(res, dataset, owner, version, zone, manifest_key, manifest_sha256, entries,
-                  stored, plan, surrogate, policy, flow_run_id)
+                  stored, plan, surrogate, policy, flow_run_id,
+                  (signed, signed_obj, fingerprint))
     except BaseException:
         for obj in created:
             try:
@@ -230,7 +261,21 @@ def store_and_register(res: Resources, dataset: str, owner: str, plan: collect.C
                 pass  # the orphan is unregistered and harmless; the original error matters
         raise
     return Registered(dataset, version, True, manifest_sha256, len(entries),
-                      sum(e.size for e in entries), len(plan.included_subjects), excluded)
+                      sum(e.size for e in entries), len(plan.included_subjects), excluded, local)
+
+
+def _local_copy(res: Resources, row: dict, target: Path) -> Path:
+    """The stored Crypt4GH bytes of a file, copied to scratch (the store checks their digest)."""
+    with res.store.open(row["object_key"], row["object_version_id"]) as src, \
+            open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return target
+
+
+#: What a sealed file's catalog row carries (see ``tasks.encrypt.sealed_columns``).
+_SEALED_COLUMNS = ("path", "size", "sha256", "object_key", "object_version_id", "encrypted_key",
+                   "encrypted_version_id", "cipher_sha256", "cipher_size", "header_size",
+                   "plaintext_purged")
 
 
 def _content_digest_of(version: DatasetVersion) -> str:
@@ -239,25 +284,11 @@ def _content_digest_of(version: DatasetVersion) -> str:
                               None) for f in version.files)
 
 
-def _put_once(res: Resources, key: str, path: Path, sha256: str,
-              created: list[ObjectVersion]) -> ObjectVersion:
-    """Reuse the latest stored version when its content is identical; otherwise add a version."""
-    try:
-        latest = res.store.head(key)  # one key, not a listing: constant cost per file
-    except ObjectNotFound:
-        latest = None
-    if latest is not None and latest.sha256 == sha256:
-        return latest
-    with open(path, "rb") as handle:
-        version = res.store.put(key, handle, expected_sha256=sha256)
-    created.append(version)
-    return version
-
-
 def _register(res: Resources, dataset: str, owner: str, version: int, zone: str, manifest_key: str,
               manifest_sha256: str, entries: list[collect.ManifestEntry],
-              stored: dict[str, ObjectVersion], plan: collect.CollectionPlan,
-              surrogate: dict[str, str], policy: Policy, flow_run_id: str) -> None:
+              stored: dict[str, dict], plan: collect.CollectionPlan,
+              surrogate: dict[str, str], policy: Policy, flow_run_id: str,
+              integrity: tuple[dict, ObjectVersion, str]) -> None:
     with res.sessions.begin() as session:
         record = session.scalar(select(Dataset).where(Dataset.name == dataset))
         if record is None:
@@ -285,13 +316,16 @@ def _register(res: Resources, dataset: str, owner: str, version: int, zone: str,
         session.add(dataset_version)
         session.flush()
         for entry in entries:
-            obj = stored[entry.path]
             session.add(DataFile(
-                dataset_version_id=dataset_version.id, path=entry.path, role=entry.role,
-                format=entry.format, size=entry.size, sha256=entry.sha256, records=entry.records,
-                object_key=obj.key, object_version_id=obj.version_id,
+                dataset_version_id=dataset_version.id, role=entry.role, format=entry.format,
+                records=entry.records, **stored[entry.path],
                 subject_id=subjects[entry.subject].id if entry.subject else None,
                 sample_id=entry.sample_id))
+        signed, signed_obj, fingerprint = integrity
+        session.add(IntegrityManifest(dataset_version_id=dataset_version.id,
+                                      manifest_key=signed_obj.key,
+                                      manifest_version_id=signed_obj.version_id, document=signed,
+                                      data_key_fingerprint=fingerprint))
         for key, records in plan.consents.items():
             if key not in surrogate:
                 continue

@@ -22,6 +22,7 @@ from infra.catalog import (
     Dataset,
     DatasetVersion,
     Deidentification,
+    IntegrityManifest,
     PatientCodeIndex,
 )
 from infra.keystore import code_index_key
@@ -37,7 +38,7 @@ from seqlife.deidentify.files import with_compression
 from seqlife.deidentify.hierarchy import load_hierarchies
 from seqlife.exceptions import PolicyViolation
 from seqlife.policy import Policy
-from tasks import is_transient
+from tasks import encrypt, is_transient
 from tasks.classify import current_classification, find_version
 from tasks.encrypt import open_data
 
@@ -182,24 +183,28 @@ def store_deidentified(res: Resources, source: Source, project: str,
                        outputs: list[tuple[str, str, Path, str | None]], code_index: dict[str, str],
                        report: dict, policy: Policy, flow_run_id: str) -> dict:
     """Store the outputs as the next version of `<dataset>--<project>` (zone 03_deidentified),
-    pending committee approval; seal the code index; any failure removes what this call stored."""
+    pending committee approval, each sealed as Crypt4GH under the output dataset's data key (a
+    release is still personal information: GB/T 39725 §10.1 c); seal the code index; any failure
+    removes what this call stored."""
     name = output_name(source.dataset, project)
-    checks = []
-    for relative, role, path, subject in outputs:
-        sha256, size = collect.hash_file(path)
-        checks.append((collect.ManifestEntry(relative, role, _format_of(relative), size, sha256, 0,
-                                             None, subject), path))
     created = []
     try:
+        checks, stored, local = [], {}, {}
+        for relative, role, path, subject in outputs:
+            sealed = encrypt.seal(res, name, relative, path, Path(path).parent)
+            checks.append((collect.ManifestEntry(relative, role, _format_of(relative),
+                                                 sealed.size, sealed.sha256, 0, None, subject),
+                           path))
+            obj = encrypt.put_sealed(res, ZONE, name, sealed)
+            created.append(obj)
+            stored[relative] = encrypt.sealed_columns(sealed, obj)
+            local[relative] = (sealed.cipher_sha256, sealed.cipher)
         with res.sessions() as session:
             existing = session.scalar(select(Dataset).where(Dataset.name == name))
             version = (existing.versions[-1].version + 1) if existing and existing.versions else 1
-        stored = {}
-        for entry, path in checks:
-            with open(path, "rb") as handle:
-                obj = res.store.put(f"{ZONE}/{name}/{entry.path}", handle, expected_sha256=entry.sha256)
-            created.append(obj)
-            stored[entry.path] = obj
+        signed, signed_obj, fingerprint = encrypt.signed_manifest(
+            res, ZONE, name, version, list(stored.values()), policy.content_hash)
+        created.append(signed_obj)
         manifest = collect.render_manifest(name, version, f"deidentify:{project}",
                                            policy.content_hash, [e for e, _ in checks])
         manifest_key = f"{ZONE}/{name}/_manifests/v{version}.json"
@@ -225,12 +230,13 @@ def store_deidentified(res: Resources, source: Source, project: str,
             session.add(output)
             session.flush()
             for entry, _ in checks:
-                obj = stored[entry.path]
                 session.add(DataFile(
-                    dataset_version_id=output.id, path=entry.path, role=entry.role,
-                    format=entry.format, size=entry.size, sha256=entry.sha256, records=0,
-                    object_key=obj.key, object_version_id=obj.version_id, subject_id=None,
-                    sample_id=None))
+                    dataset_version_id=output.id, role=entry.role, format=entry.format,
+                    records=0, subject_id=None, sample_id=None, **stored[entry.path]))
+            session.add(IntegrityManifest(
+                dataset_version_id=output.id, manifest_key=signed_obj.key,
+                manifest_version_id=signed_obj.version_id, document=signed,
+                data_key_fingerprint=fingerprint))
             known = set(session.scalars(select(PatientCodeIndex.surrogate)
                                         .where(PatientCodeIndex.project == project)))
             for surrogate, key in code_index.items():
@@ -249,7 +255,8 @@ def store_deidentified(res: Resources, source: Source, project: str,
         raise
     return {"run": run_id, "dataset": name, "version": version, "status": "pending_approval",
             "report_key": f"{ZONE}/{name}/_reports/v{version}.html", "report": report,
-            "files": {entry.path: entry.sha256 for entry, _ in checks}}
+            "files": {entry.path: entry.sha256 for entry, _ in checks},
+            "sealed": local}
 
 
 def _format_of(path: str) -> str:

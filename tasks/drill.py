@@ -172,8 +172,8 @@ def emergency_drill(res: Resources) -> dict:
     started, clock = now(), time.perf_counter()
     with restored_copy(res, stamps[-1]) as drill:
         with drill.sessions() as session:
-            victim = session.scalars(select(DataFile).where(
-                DataFile.plaintext_purged.is_(False))).first()
+            victim = session.scalars(select(DataFile).join(DatasetVersion).where(
+                DatasetVersion.destroyed_at.is_(None))).first()
         if victim is None:
             raise rules.DestroyError("No stored file to run the drill on.")
         path = drill.store.root / "objects" / f"{victim.object_key}.versions" / \

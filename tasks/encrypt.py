@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -19,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
 
 from infra.catalog import DataFile, IntegrityManifest
+from infra.objectstore import ObjectVersion
 from infra.resources import Resources
 from seqlife.encrypt import c4gh
 from seqlife.encrypt import manifest as manifests
@@ -27,7 +29,7 @@ from seqlife.policy import Policy, load_policy
 from tasks import is_transient
 
 C4GH_DIR = "_c4gh"
-REQUIRED_RULES = frozenset({"format", "segment_size", "header_share_max_ms", "purge_plaintext",
+REQUIRED_RULES = frozenset({"format", "segment_size", "header_share_max_ms",
                             "rotation_cron", "signature_algorithm"})
 
 
@@ -107,6 +109,73 @@ def read_parquet(res: Resources, data_file: Any) -> pd.DataFrame:
         return pd.read_parquet(local)
 
 
+@dataclass(frozen=True)
+class SealedFile:
+    """A plaintext file sealed as Crypt4GH in scratch, ready to store: what the catalog, the
+    integrity manifest and the lineage registry record of it. The plaintext never reaches the
+    store; ``cipher`` is the local ciphertext (the bytes the store and DVC will hold)."""
+
+    path: str
+    sha256: str
+    size: int
+    cipher: Path
+    cipher_sha256: str
+    cipher_size: int
+    header_size: int
+
+
+def seal(res: Resources, dataset: str, path: str, source: Path, scratch: Path,
+         expected_sha256: str | None = None) -> SealedFile:
+    """Encrypt ``source`` for ``dataset``'s data key into ``scratch`` (one streaming pass, the
+    plaintext SHA-256 computed alongside; a second pass hashes the ciphertext)."""
+    target = scratch / f"{hashlib.sha256(path.encode()).hexdigest()[:16]}.c4gh"
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        sealed = c4gh.encrypt_stream(src, dst, [res.data_keys.public_key(dataset)])
+    if expected_sha256 is not None and sealed.sha256 != expected_sha256:
+        target.unlink()
+        raise IntegrityError(f"{path}: the bytes read for encryption differ from the ones "
+                             "validated; nothing was stored.")
+    digest = hashlib.sha256()
+    with open(target, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return SealedFile(path, sealed.sha256, sealed.size, target, digest.hexdigest(),
+                      sealed.cipher_size, sealed.header_size)
+
+
+def put_sealed(res: Resources, zone: str, dataset: str, sealed: SealedFile) -> ObjectVersion:
+    """Store a sealed file at its Crypt4GH key; the store checks the ciphertext digest."""
+    with open(sealed.cipher, "rb") as handle:
+        return res.store.put(encrypted_key(zone, dataset, sealed.path), handle,
+                             expected_sha256=sealed.cipher_sha256)
+
+
+def sealed_columns(sealed: SealedFile, stored: ObjectVersion) -> dict[str, Any]:
+    """The DataFile columns of a file stored sealed: no plaintext object exists, so the object
+    and its Crypt4GH copy are one and reads always decrypt (``plaintext_purged``)."""
+    return {"path": sealed.path, "size": sealed.size, "sha256": sealed.sha256,
+            "object_key": stored.key, "object_version_id": stored.version_id,
+            "encrypted_key": stored.key, "encrypted_version_id": stored.version_id,
+            "cipher_sha256": sealed.cipher_sha256, "cipher_size": sealed.cipher_size,
+            "header_size": sealed.header_size, "plaintext_purged": True}
+
+
+def signed_manifest(res: Resources, zone: str, dataset: str, version: int,
+                    entries: list[dict], policy_hash: str) -> tuple[dict, ObjectVersion, str]:
+    """Build, sign and store the integrity manifest of a version's sealed files; returns the
+    signed document, the stored object and the data-key fingerprint."""
+    fingerprint = manifests.fingerprint(res.data_keys.public_key(dataset))
+    body = manifests.build(
+        dataset, version,
+        {e["path"]: {k: e[k] for k in ("sha256", "size", "cipher_sha256", "cipher_size",
+                                        "header_size", "object_key")} for e in entries},
+        fingerprint, policy_hash, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    signed = manifests.sign(body, res.keys.signing_key())
+    key = f"{zone}/{dataset}/{C4GH_DIR}/_manifests/v{version}.json"
+    stored = res.store.put_bytes(key, json.dumps(signed, indent=1, sort_keys=True).encode())
+    return signed, stored, fingerprint
+
+
 @task(name="encrypt_file", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5],
       retry_condition_fn=is_transient)
 def encrypt_file(res: Resources, data_file: dict, zone: str, dataset: str, public_key: bytes
@@ -154,19 +223,12 @@ def record_encrypted(res: Resources, dataset: str, version: int, copies: list[di
     """Write the Crypt4GH locations on the file rows and sign and store the integrity manifest."""
     from tasks.classify import find_version
 
-    fingerprint = manifests.fingerprint(res.data_keys.public_key(dataset))
-    body = manifests.build(
-        dataset, version,
-        {c["path"]: {k: c[k] for k in ("sha256", "size", "cipher_sha256", "cipher_size",
-                                        "header_size", "object_key")} for c in copies},
-        fingerprint, policy.content_hash,
-        datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    signed = manifests.sign(body, res.keys.signing_key())
     with res.sessions() as session:
         row = find_version(session, dataset, version)
         zone, version_id = row.zone, row.id
-    key = f"{zone}/{dataset}/{C4GH_DIR}/_manifests/v{version}.json"
-    stored = res.store.put_bytes(key, json.dumps(signed, indent=1, sort_keys=True).encode())
+    signed, stored, fingerprint = signed_manifest(res, zone, dataset, version, copies,
+                                                  policy.content_hash)
+    key = stored.key
     with res.sessions.begin() as session:
         for copy in copies:
             data_file = session.get(DataFile, copy["id"])
@@ -186,6 +248,16 @@ def record_encrypted(res: Resources, dataset: str, version: int, copies: list[di
     return {"manifest_key": key, "manifest_sha256": stored.sha256, "fingerprint": fingerprint}
 
 
+def verify_sealed(res: Resources, dataset: str, files: list[dict]) -> int:
+    """Authenticate every segment of every sealed file and check it against the signed manifest
+    (through :func:`open_data`); returns how many were verified. Raises on the first failure."""
+    for data_file in files:
+        with open_data(res, data_file, dataset) as stream:
+            while stream.read(1 << 20):
+                pass
+    return len(files)
+
+
 def purge_plaintext(res: Resources, dataset: str, version: int) -> int:
     """Delete the plaintext object versions of an encrypted version; reads then decrypt.
 
@@ -197,7 +269,8 @@ def purge_plaintext(res: Resources, dataset: str, version: int) -> int:
 
     with res.sessions() as session:
         files = [(f.id, f.object_key, f.object_version_id, f.plaintext_purged)
-                 for f in find_version(session, dataset, version).files if f.encrypted_key]
+                 for f in find_version(session, dataset, version).files
+                 if f.encrypted_key and f.object_key != f.encrypted_key]  # sealed at intake
     purged = 0
     for file_id, key, version_id, marked in files:
         if not marked:

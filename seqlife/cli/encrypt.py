@@ -85,12 +85,11 @@ def cmd_encrypt(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from flows.encrypt import encrypt_flow
 
-    result = encrypt_flow(args.target, args.version, False if args.keep_plaintext else None)
+    result = encrypt_flow(args.target, args.version)
     emit(args, result, lambda: console.print(
-        f"[green]Encrypted[/] {result['dataset']} v{result['version']}: {result['encrypted']} "
-        f"file(s) now Crypt4GH ({result['already_encrypted']} already were), "
-        f"{result['purged']} plaintext object(s) purged; signed manifest "
-        f"{result.get('manifest_key', '-')}"))
+        f"[green]Encrypted[/] {result['dataset']} v{result['version']}: {result['verified']} "
+        f"file(s) sealed at intake and authenticated, {result['encrypted']} sealed now, "
+        f"{result['purged']} plaintext object(s) purged"))
     return 0
 
 
@@ -179,18 +178,16 @@ def register(commands: Commands) -> None:
     encrypt = commands.add_parser(
         "encrypt", help="encrypt a file for recipients, or keep a dataset version encrypted",
         description="seqlife encrypt FILE --out OUT --recipient PUBKEY [...]: a Crypt4GH file any "
-                    "GA4GH tool reads.\nseqlife encrypt DATASET [--version N] "
-                    "[--keep-plaintext]: every file of the version becomes a Crypt4GH copy under "
-                    "the dataset's data key, a signed SHA-256 manifest is stored, and the "
-                    "plaintext is purged.",
+                    "GA4GH tool reads.\nseqlife encrypt DATASET [--version N]: collect and "
+                    "deidentify store every file sealed (Crypt4GH under the dataset's data key, "
+                    "signed SHA-256 manifest); this authenticates every stored copy against the "
+                    "manifest, and seals and purges any plaintext an older catalog left.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     encrypt.add_argument("target", help="a file, or a dataset name")
     encrypt.add_argument("--out", help="output file (file mode)")
     encrypt.add_argument("--recipient", action="append",
                          help="recipient public key (crypt4gh-keygen format); repeatable")
     encrypt.add_argument("--version", type=int, help="dataset version (default the latest)")
-    encrypt.add_argument("--keep-plaintext", action="store_true",
-                         help="dataset mode: keep the plaintext objects beside the copies")
     encrypt.set_defaults(handler=cmd_encrypt)
 
     decrypt = commands.add_parser(

@@ -80,8 +80,8 @@ def test_certificate_is_signed_verifies_and_is_void_after_a_data_change(
     edited["certificate"]["dimensions"]["sensitivity_grade"] = 1
     assert any("signature" in p for p in verify_document(resources, edited))
     if backend == "embedded":  # a versioned S3 object cannot be altered in place
-        version = next(v for v in resources.store.list_versions(f"03_deidentified/{derived}/tables/")
-                       if v.key.endswith("clinical.parquet"))
+        version = next(v for v in resources.store.list_versions(f"03_deidentified/{derived}/")
+                       if v.key.endswith("tables/clinical.parquet.c4gh"))  # stored sealed
         path = (resources.store.root / "objects" /  # type: ignore[attr-defined]
                 f"{version.key}.versions" / version.version_id)
         os.chmod(path, 0o644)

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from infra.catalog import Consent, DataFile, Dataset, DatasetVersion, Subject
 from seqlife.exceptions import ConsentMissing, ConsentScopeError, MalformedFile
+from tasks.encrypt import stored_digest
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
 
@@ -52,9 +53,11 @@ def test_collect_registers_every_file_with_checksums_and_subjects(resources, coh
         surrogates = session.scalars(select(Subject.surrogate)).all()
         assert all(s.startswith("S-") for s in surrogates)
         assert session.scalar(select(func.count(Consent.id))) >= result["subjects"]
-        for f in files:  # what the catalog says is exactly what the store holds
+        for f in files:  # what the catalog says is exactly what the store holds: ciphertext
             stored = resources.store.head(f.object_key, f.object_version_id)
-            assert stored.sha256 == f.sha256 and stored.size == f.size
+            assert stored.sha256 == f.cipher_sha256 and stored.size == f.cipher_size
+            assert resources.store.get_bytes(f.object_key, f.object_version_id)[:8] == b"crypt4gh"
+            assert stored_digest(resources, f) == f.sha256  # and it decrypts to what was sent
         manifest = resources.store.get_bytes(version.manifest_key)
     assert b"MR" not in manifest  # subjects appear in the manifest by surrogate only
     assert resources.audit.verify().ok

@@ -42,10 +42,12 @@ def derived(resources: Resources, cohort: Path) -> str:
 
 
 def catalog_files(resources: Resources, dataset: str) -> dict[str, str]:
+    """What the store holds of each file: its Crypt4GH bytes, which the lineage seals (the
+    registry never holds plaintext)."""
     from tasks.classify import find_version
 
     with resources.sessions() as session:
-        return {f.path: f.sha256 for f in find_version(session, dataset, None).files}
+        return {f.path: f.cipher_sha256 for f in find_version(session, dataset, None).files}
 
 
 def test_each_flow_run_is_a_recorded_stage_that_walks_back_to_the_raw_files(
