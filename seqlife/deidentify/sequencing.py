@@ -858,13 +858,17 @@ _ARRAY_ELEMENT = np.zeros(256, np.int64)
 for _types, _size in ((b"cC", 1), (b"sS", 2), (b"iIf", 4)):
     _ARRAY_ELEMENT[list(_types)] = _size
 _NAME, _TEXT, _READ_GROUP = 0, 1, 2  # what a searched value is
+#: Text values this long or shorter find their NUL without a pass over the whole batch.
+_SHORT_TEXT = 16
+#: Up to this many keys are looked for one by one (memchr-fast ``in``), more by Aho-Corasick.
+_FEW_KEYS = 8
 
 
 @dataclass(frozen=True)
 class _Values:
-    """The read names and Z/H tag values of a batch in file order, and ``text``: each of them
-    followed by its NUL, one after the other (what the automaton reads; a match never straddles
-    two values, as no key holds a NUL)."""
+    """The read names and Z/H tag values of a batch, and ``text``: each of them followed by its
+    NUL, one after the other (what the automaton reads; a match never straddles two values, as
+    no key holds a NUL)."""
 
     start: np.ndarray  # offset of the value in the batch
     end: np.ndarray  # offset of its terminating NUL
@@ -917,7 +921,7 @@ class _RecordRewriter:
         self._group[groups] = np.arange(len(groups)) + len(names)
         self._automaton = self._automaton_of(range(len(names)))
         self._dominant: int | None = None  # the key found most often in the last general batch
-        self._others: dict[int, tuple[bool, ahocorasick.Automaton | None]] = {}
+        self._others: dict[int, tuple[bool, bool, Callable[[bytes], bool] | None]] = {}
         self.label = label
         self.records = 0  # complete records rewritten so far
 
@@ -1025,7 +1029,6 @@ class _RecordRewriter:
         record that has one, so the loop runs as many times as a record has tags.
         """
         found: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        nul: np.ndarray | None = None
         record = np.flatnonzero(aux < stop)
         at, stop = aux[record], stop[record]
         while at.size:
@@ -1035,10 +1038,8 @@ class _RecordRewriter:
             self._check(size < 0, record, "has a tag of a type BAM does not have (corrupt)")
             text = (kind == ord("Z")) | (kind == ord("H"))
             if text.any():
-                if nul is None:
-                    nul = np.append(np.flatnonzero(u8 == 0), len(u8))
                 value = at[text] + 3
-                value_end = nul[np.searchsorted(nul, value)]
+                value_end = self._nul_after(u8, value)
                 self._check(value_end >= stop[text], record[text], "has a text tag without its "
                             "terminating NUL (corrupt)")
                 size[text] = value_end - value + 1
@@ -1065,22 +1066,38 @@ class _RecordRewriter:
         return value, value_end, record, kind
 
     @staticmethod
+    def _nul_after(u8: np.ndarray, value: np.ndarray) -> np.ndarray:
+        """The first NUL at or after each offset. Text values are mostly short (read groups, MD
+        strings), so a few vectorized steps find most; the rest are looked up among every NUL
+        of the batch, which costs a pass over it."""
+        end = np.empty(len(value), np.int64)
+        pending = np.arange(len(value))
+        last = len(u8) - 1
+        for step in range(_SHORT_TEXT):
+            at = value[pending] + step
+            hit = u8[np.minimum(at, last)] == 0
+            end[pending[hit]] = at[hit]
+            pending = pending[~hit]
+            if not pending.size:
+                return end
+        nul = np.append(np.flatnonzero(u8 == 0), len(u8))
+        end[pending] = nul[np.searchsorted(nul, value[pending] + _SHORT_TEXT)]
+        return end
+
+    @staticmethod
     def _values(u8: np.ndarray, start: np.ndarray, name_length: np.ndarray,
                 text_values: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> _Values:
-        """Read names and text values in file order, and the text of them all."""
+        """Read names then text values, and the text of them all."""
         text_start, text_end, text_record, text_kind = text_values
         value_start = np.concatenate((start + 36, text_start))
-        order = np.argsort(value_start, kind="stable")
-        value_start = value_start[order]
-        value_end = np.concatenate((start + 35 + name_length, text_end))[order]
+        value_end = np.concatenate((start + 35 + name_length, text_end))
         length = value_end - value_start + 1
         offset = np.cumsum(length) - length
-        index = np.repeat(value_start - offset, length) + np.arange(int(length.sum()))
+        index = np.repeat((value_start - offset).astype(np.int32), length) + \
+            np.arange(int(length.sum()), dtype=np.int32)
         return _Values(
-            value_start, value_end,
-            np.concatenate((np.arange(len(start)), text_record))[order],
-            np.concatenate((np.full(len(start), _NAME), text_kind))[order],
-            offset, u8[index])
+            value_start, value_end, np.concatenate((np.arange(len(start)), text_record)),
+            np.concatenate((np.full(len(start), _NAME), text_kind)), offset, u8[index])
 
     def _one_key(self, data: bytes, end: int, start: np.ndarray, stop: np.ndarray,
                  name_length: np.ndarray, values: _Values) -> tuple[bytearray, int] | None:
@@ -1098,7 +1115,7 @@ class _RecordRewriter:
         if self._dominant is None:
             return None
         key = self._dominant
-        usable, others = self._others_of(key)
+        usable, contained, others = self._others_of(key)
         if not usable:
             return None
         old, new = self._keys[key], self._replacements[key]
@@ -1107,9 +1124,10 @@ class _RecordRewriter:
         for index in range(1, len(old)):
             found = found[text[found + index] == old[index]]
         if others is not None:
-            masked = text.copy()
-            masked[(found[:, None] + np.arange(len(old))).ravel()] = 0
-            if next(others.iter(masked.tobytes().decode("latin-1")), None) is not None:
+            if contained:  # a shorter key inside this one: look for it outside the occurrences
+                text = text.copy()
+                text[(found[:, None] + np.arange(len(old))).ravel()] = 0
+            if others(text.tobytes()):
                 return None
         value = np.searchsorted(values.offset, found, "right") - 1
         kind = values.kind[value]
@@ -1126,16 +1144,27 @@ class _RecordRewriter:
             else buffer.count(old)
         return (out, len(found)) if replaced == len(found) else None
 
-    def _others_of(self, key: int) -> tuple[bool, ahocorasick.Automaton | None]:
-        """Whether ``_one_key`` may serve ``key``, and an automaton of every other key."""
+    def _others_of(self, key: int
+                   ) -> tuple[bool, bool, Callable[[bytes], bool] | None]:
+        """Whether ``_one_key`` may serve ``key``, whether another key lies inside it, and a
+        test for any other key in a text."""
         if key not in self._others:
             old = self._keys[key]
             rest = [index for index in range(len(self._keys)) if index != key]
             usable = not any(old[:n] == old[-n:] for n in range(1, len(old))) and not any(
                 old in other or any(old.startswith(other[n:]) for n in range(1, len(other)))
                 for other in (self._keys[index] for index in rest))
-            self._others[key] = usable, self._automaton_of(rest) if usable else None
+            self._others[key] = (usable, any(self._keys[index] in old for index in rest),
+                                 self._finder(rest) if usable else None)
         return self._others[key]
+
+    def _finder(self, indices: list[int]) -> Callable[[bytes], bool] | None:
+        """A test for any of these keys in a text: ``in`` for a few, Aho-Corasick for many."""
+        if len(indices) <= _FEW_KEYS:
+            keys = [self._keys[index] for index in indices]
+            return (lambda text: any(key in text for key in keys)) if keys else None
+        automaton = self._automaton_of(indices)
+        return lambda text: next(automaton.iter(text.decode("latin-1")), None) is not None
 
     def _edits(self, values: _Values) -> _Edits | None:
         """General path: every key found by the automaton, leftmost-longest."""
@@ -1163,8 +1192,10 @@ class _RecordRewriter:
                 return None
         self._dominant = int(np.bincount(key).argmax())
         position = values.start[value] + match_start - values.offset[value]
-        return _Edits(position, position + match_end - match_start, key, replacement,
-                      values.record[value], kind == _NAME)
+        order = np.argsort(position)  # names come first in the text, tags after: file order
+        position, value = position[order], value[order]
+        return _Edits(position, position + (match_end - match_start)[order], key[order],
+                      replacement[order], values.record[value], kind[order] == _NAME)
 
     @staticmethod
     def _leftmost_longest(match_start: np.ndarray, match_end: np.ndarray, key: np.ndarray
