@@ -252,7 +252,7 @@ class _Output:
             self.part.unlink(missing_ok=True)
 
 
-def _bgzf_blocks(data: bytes | memoryview, level: int = BGZF_COMPRESSLEVEL,
+def _bgzf_blocks(data: bytes | bytearray, level: int = BGZF_COMPRESSLEVEL,
                  codec: ModuleType = zlib) -> Iterator[bytes]:
     """``data`` as complete BGZF blocks (mtime 0, so the same input gives the same bytes).
 
@@ -263,7 +263,7 @@ def _bgzf_blocks(data: bytes | memoryview, level: int = BGZF_COMPRESSLEVEL,
         yield from _bgzf_block(data[start:start + BGZF_MAX_INPUT], level, codec)
 
 
-def _bgzf_block(chunk: bytes | memoryview, level: int, codec: ModuleType) -> list[bytes]:
+def _bgzf_block(chunk: bytes | bytearray, level: int, codec: ModuleType) -> list[bytes]:
     compressor = codec.compressobj(level, codec.DEFLATED, -15)
     cdata = compressor.compress(chunk) + compressor.flush()
     size = 18 + len(cdata) + 8
@@ -274,7 +274,7 @@ def _bgzf_block(chunk: bytes | memoryview, level: int, codec: ModuleType) -> lis
     return [header + cdata + struct.pack("<II", codec.crc32(chunk), len(chunk))]
 
 
-def _bgzf_join(data: bytes | memoryview) -> bytes:
+def _bgzf_join(data: bytes | bytearray) -> bytes:
     """Record-path output as BGZF blocks in one piece (a task for the compression threads)."""
     return b"".join(_bgzf_blocks(data, BGZF_RECORD_LEVEL, isal_zlib))
 
@@ -370,9 +370,9 @@ class _BgzfReader:
             raise self.error(f"a compressed {part} block fails its checksum (corrupt)")
         return data
 
-    def inflate_all(self, blocks: list[bytes]) -> bytes:
-        """The data of consecutive record blocks, checked (a task for a worker thread)."""
-        return b"".join([self.inflate(block, "record") for block in blocks])
+    def inflate_all(self, blocks: list[bytes]) -> list[bytes]:
+        """The data of each record block, checked (a task for a worker thread)."""
+        return [self.inflate(block, "record") for block in blocks]
 
     def copy_rest(self, write: Callable[[memoryview], object]) -> int:
         """Forward every remaining block verbatim; return how many carried data."""
@@ -838,15 +838,16 @@ def _read_group_ids(groups: list[list[list[str]]], sample_map: Mapping[str, str]
 RECORDS_SAMPLED = 1000
 #: Inflated bytes of records rewritten at a time: numpy's cost per call is shared by thousands of
 #: records while memory stays a few batches.
-RECORD_BATCH = 4 << 20
+RECORD_BATCH = 2 << 20
 #: A record longer than this is refused, so memory stays bounded (an ultra-long read with its
 #: base-modification tags stays far below).
 BAM_MAX_RECORD = 64 << 20
-#: Rewritten records are compressed by ISA-L at level 1: several hundred MB/s, to about the size
-#: zlib's default level gives on reads.
+#: Rewritten records are compressed by ISA-L at level 1: several hundred MB/s, where zlib's
+#: default level (samtools view -b) does tens; on reads the file is about 10 % larger, and ISA-L's
+#: levels 2-3 gain under 1 % for 20-60 % more time.
 BGZF_RECORD_LEVEL = 1
-#: Batches compressing on the worker threads at once (each at most ``RECORD_BATCH`` bytes).
-RECORD_PENDING = 4
+#: Batches compressing on the worker threads at once (each about ``RECORD_BATCH`` bytes).
+RECORD_PENDING = 2
 
 #: Value bytes of each aux type: fixed sizes, 0 for Z and H (NUL-terminated) and B (array), -1
 #: for a type the specification does not have.
@@ -857,8 +858,9 @@ for _types, _size in ((b"AcC", 1), (b"sS", 2), (b"iIf", 4), (b"ZHB", 0)):
 _ARRAY_ELEMENT = np.zeros(256, np.int64)
 for _types, _size in ((b"cC", 1), (b"sS", 2), (b"iIf", 4)):
     _ARRAY_ELEMENT[list(_types)] = _size
+del _types, _size
 _NAME, _TEXT, _READ_GROUP = 0, 1, 2  # what a searched value is
-#: Text values this long or shorter find their NUL without a pass over the whole batch.
+#: Text values shorter than this find their NUL without a pass over the whole batch.
 _SHORT_TEXT = 16
 #: Up to this many keys are looked for one by one (memchr-fast ``in``), more by Aho-Corasick.
 _FEW_KEYS = 8
@@ -884,7 +886,6 @@ class _Edits:
 
     position: np.ndarray  # first byte replaced, in the batch
     end: np.ndarray
-    key: np.ndarray  # index of the key found
     replacement: np.ndarray  # index into _RecordRewriter._replacements
     record: np.ndarray
     in_name: np.ndarray
@@ -1194,8 +1195,8 @@ class _RecordRewriter:
         position = values.start[value] + match_start - values.offset[value]
         order = np.argsort(position)  # names come first in the text, tags after: file order
         position, value = position[order], value[order]
-        return _Edits(position, position + (match_end - match_start)[order], key[order],
-                      replacement[order], values.record[value], kind[order] == _NAME)
+        return _Edits(position, position + (match_end - match_start)[order], replacement[order],
+                      values.record[value], kind[order] == _NAME)
 
     @staticmethod
     def _leftmost_longest(match_start: np.ndarray, match_end: np.ndarray, key: np.ndarray
@@ -1255,7 +1256,8 @@ class _RecordRewriter:
 
 
 def _sample_records(reader: _BgzfReader, boundary: bytes) -> tuple[list[bytes], bytes]:
-    """Read blocks until ``RECORDS_SAMPLED`` records (or ``RECORD_BATCH`` bytes, or the end).
+    """Read blocks until ``RECORDS_SAMPLED`` records, or ``RECORD_BATCH`` bytes holding at least
+    one whole record (a long read may be longer), or the end.
 
     Returns the compressed blocks read (copied verbatim if the records need no rewrite) and the
     records inflated, starting with those of the header's last block (``boundary``).
@@ -1263,14 +1265,14 @@ def _sample_records(reader: _BgzfReader, boundary: bytes) -> tuple[list[bytes], 
     blocks: list[bytes] = []
     data = bytearray(boundary)
     records = position = 0
-    while records < RECORDS_SAMPLED and len(data) < RECORD_BATCH:
-        while position + 4 <= len(data):
-            end = position + 4 + _U32.unpack_from(data, position)[0]
-            if end > len(data):
-                break
-            records, position = records + 1, end
-        if records >= RECORDS_SAMPLED:
-            break
+    while records < RECORDS_SAMPLED and (not records or len(data) < RECORD_BATCH):
+        if position + 4 <= len(data):
+            size = _U32.unpack_from(data, position)[0]
+            if size > BAM_MAX_RECORD:
+                break  # a corrupt length: the rewriter refuses it, naming the record
+            if position + 4 + size <= len(data):
+                records, position = records + 1, position + 4 + size
+                continue
         block = reader.read_block()
         if block is None:
             break
@@ -1279,53 +1281,44 @@ def _sample_records(reader: _BgzfReader, boundary: bytes) -> tuple[list[bytes], 
     return blocks, bytes(data)
 
 
-def _inflated_batches(reader: _BgzfReader, pool: ThreadPoolExecutor) -> Iterator[bytes]:
-    """The rest of the file inflated, ``RECORD_BATCH`` bytes at a time; the next batch inflates
-    on a worker thread while the caller rewrites this one."""
-    pending: Future[bytes] | None = None
-    while True:
-        blocks: list[bytes] = []
-        size = 0
-        while size < RECORD_BATCH:
-            block = reader.read_block()
-            if block is None:
-                break
-            blocks.append(block)
-            size += _U32.unpack_from(block, len(block) - 4)[0]
-        following = pool.submit(reader.inflate_all, blocks) if blocks else None
-        if pending is not None:
-            yield pending.result()
-        if following is None:
-            return
-        pending = following
+def _inflated_batches(reader: _BgzfReader, pool: ThreadPoolExecutor) -> Iterator[list[bytes]]:
+    """The rest of the file inflated, about ``RECORD_BATCH`` bytes of blocks at a time; the next
+    batch inflates on a worker thread while the caller rewrites this one (a yielded batch is
+    referenced from here no longer, so memory holds two batches, not three)."""
+    ahead: deque[Future[list[bytes]]] = deque()
+    finished = False
+    while not finished or ahead:
+        if not finished:
+            blocks: list[bytes] = []
+            size = 0
+            while size < RECORD_BATCH and (block := reader.read_block()) is not None:
+                blocks.append(block)
+                size += _U32.unpack_from(block, len(block) - 4)[0]
+            finished = not blocks
+            if blocks:
+                ahead.append(pool.submit(reader.inflate_all, blocks))
+            del blocks
+        if len(ahead) > 1 or (finished and ahead):
+            yield ahead.popleft().result()
 
 
 class _BgzfWriter:
-    """Writes a stream as full BGZF blocks compressed on worker threads, in order; at most
-    ``RECORD_PENDING`` batches wait, so memory stays bounded."""
+    """Writes batches of records as BGZF blocks compressed on worker threads, in order; at most
+    ``RECORD_PENDING`` batches wait, so memory stays bounded. Each batch ends its last block,
+    so blocks depend on the batch size only: equal input gives equal output."""
 
     def __init__(self, out: _Output, pool: ThreadPoolExecutor) -> None:
         self._out, self._pool = out, pool
-        self._tail = b""
         self._pending: deque[Future[bytes]] = deque()
 
-    def write(self, data: bytes) -> None:
-        if self._tail:
-            data = self._tail + data
-        full = len(data) - len(data) % BGZF_MAX_INPUT
-        self._tail = data[full:]
-        if full:
-            self._submit(memoryview(data)[:full])
-
-    def _submit(self, data: bytes | memoryview) -> None:
-        self._pending.append(self._pool.submit(_bgzf_join, data))
+    def write(self, data: bytes | bytearray) -> None:
+        if data:
+            self._pending.append(self._pool.submit(_bgzf_join, data))
         while len(self._pending) > RECORD_PENDING:
             self._out.write(self._pending.popleft().result())
 
     def close(self) -> None:
-        """Compress what is left and write every pending batch."""
-        if self._tail:
-            self._submit(self._tail)
+        """Write every pending batch."""
         while self._pending:
             self._out.write(self._pending.popleft().result())
 
@@ -1345,8 +1338,9 @@ def _scrub_bam_records(reader: _BgzfReader, dst: Path, header: bytes, first: byt
             out.write(block)
         writer = _BgzfWriter(out, pool)
         writer.write(first)
-        for batch in _inflated_batches(reader, pool):
-            data = carry + batch if carry else batch
+        for blocks in _inflated_batches(reader, pool):
+            data = b"".join([carry, *blocks])
+            del blocks
             records, used, _ = rewriter.rewrite(data)
             writer.write(records)
             carry = data[used:]

@@ -246,6 +246,35 @@ def test_identifier_bytes_inside_binary_fields_are_kept(tmp_path: Path, small_ba
     assert shortcuts[0] is False and shortcuts.count(False) == 2 and shortcuts.count(True) > 3
 
 
+def test_reads_longer_than_a_batch_are_sampled_and_rewritten(tmp_path: Path,
+                                                              small_batches: None) -> None:
+    """Long reads (here 30 kB records in 3 kB blocks, against 8 KiB batches): the sample waits
+    for a whole record, and each record is carried over batches until complete."""
+    reads = [{"name": f"{SAMPLE}:long:{i}", "seq": "ACGTTGCAN" * (1500 + 17 * i), "flag": 4,
+              "tags": [("RG", SAMPLE, "Z"), ("MI", f"{SAMPLE}-{i}", "Z")]} for i in range(12)]
+    src = reblock(write_bam(tmp_path / "in.bam", reads), 3000)
+    dst = tmp_path / "out.bam"
+    assert scrub_bam(src, dst, MAPPING).records == 12
+    with pysam.AlignmentFile(str(src)) as inp, pysam.AlignmentFile(str(dst)) as out:
+        for before, after in zip(inp.fetch(until_eof=True), out.fetch(until_eof=True),
+                                 strict=True):
+            assert after.query_name == rename(before.query_name, MAPPING)
+            assert fields(after) == fields(before)
+            assert tags(after) == expected_tags(before, MAPPING, {SAMPLE: "S-sample"})
+
+
+def test_a_bam_without_records_is_rewritten_when_its_read_group_is_an_identifier(
+        tmp_path: Path) -> None:
+    src = write_bam(tmp_path / "in.bam", [])
+    dst = tmp_path / "out.bam"
+    report = scrub_bam(src, dst, MAPPING)
+    assert (report.records, report.blocks_copied) == (0, 0)
+    assert pysam.samtools.quickcheck(str(dst)) == ""
+    with pysam.AlignmentFile(str(dst)) as out:
+        assert list(out.fetch(until_eof=True)) == []
+        assert out.header.to_dict()["RG"][0]["ID"] == "S-sample"
+
+
 SEPARATORS = ":_-/#."
 
 
