@@ -5,9 +5,10 @@
 
 BAM: a file of N reads (default 1,000,000) whose read group, RG tags and read names carry the
 lab's sample ID, as labs deliver them. Ours: ``scrub_bam`` with the sample ID in the map, which
-decodes, renames and re-encodes every record (the read-level path). Reference: ``samtools view
--b`` (pysam's bundled samtools) decoding and re-encoding the same records: the least any record
-rewrite costs, before any renaming.
+inflates every block, renames inside every record's read name and RG tag (the record path, on
+the binary records) and compresses again. Reference: ``samtools view -b`` (pysam's bundled
+samtools) decoding and re-encoding the same records: the least any record rewrite costs, before
+any renaming.
 
 FASTQ: a pair of gzip FASTQ files of M reads each (default 2,000,000) named ``SMP…:RUN…:n``.
 Ours: ``scrub_fastq`` on both. Reference: ``gzip -dc | sed s/SMP…/S-…/ | gzip -1`` per file,

@@ -362,6 +362,8 @@ class _BgzfReader:
         """The data of one block, checked against its CRC-32 and length."""
         xlen = _U16.unpack_from(block, 10)[0]
         crc, isize = struct.unpack_from("<II", block, len(block) - 8)
+        if isize > BGZF_MAX_BLOCK:
+            raise self.error(f"a compressed {part} block claims more than 64 KiB (corrupt)")
         try:  # bufsize = ISIZE: ISA-L then inflates in one pass, twice zlib's speed
             data = isal_zlib.decompress(block[12 + xlen:-8], -15, max(isize, 1))
         except isal_zlib.error as exc:
@@ -1341,8 +1343,8 @@ def _scrub_bam_records(reader: _BgzfReader, dst: Path, header: bytes, first: byt
         for blocks in _inflated_batches(reader, pool):
             data = b"".join([carry, *blocks])
             del blocks
-            records, used, _ = rewriter.rewrite(data)
-            writer.write(records)
+            rewritten, used, _ = rewriter.rewrite(data)
+            writer.write(rewritten)
             carry = data[used:]
         if carry:
             raise reader.error(f"the file ends inside record {rewriter.records + 1} (truncated)")
