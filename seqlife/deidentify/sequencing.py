@@ -264,8 +264,7 @@ def _bgzf_blocks(data: bytes | bytearray, level: int = BGZF_COMPRESSLEVEL,
 
 
 def _bgzf_block(chunk: bytes | bytearray, level: int, codec: ModuleType) -> list[bytes]:
-    compressor = codec.compressobj(level, codec.DEFLATED, -15)
-    cdata = compressor.compress(chunk) + compressor.flush()
+    cdata = codec.compress(chunk, level, -15)
     size = 18 + len(cdata) + 8
     if size > BGZF_MAX_BLOCK:  # incompressible data grows a little: split until it fits
         half = len(chunk) // 2
@@ -1335,7 +1334,7 @@ def _scrub_bam_records(reader: _BgzfReader, dst: Path, header: bytes, first: byt
     the previous batch is rewritten, and the output compresses on worker threads, so reading,
     rewriting and compressing overlap.
     """
-    with _Output(dst) as out, ThreadPoolExecutor(2, thread_name_prefix="seqlife-bgzf") as pool:
+    with _Output(dst) as out, ThreadPoolExecutor(1, thread_name_prefix="seqlife-bgzf") as pool:
         for block in _bgzf_blocks(header):
             out.write(block)
         writer = _BgzfWriter(out, pool)
