@@ -35,11 +35,13 @@ Limits, stated so a steward can judge what is left:
   it), every record is rewritten: the key replaced inside read names and Z/H tags, the RG tag
   renamed with its header line. That record path works on the binary records (SAM specification
   §4.2) a few MiB at a time with numpy and Aho-Corasick, never decoding a record into Python
-  objects, and compresses the blocks again with ISA-L on worker threads: about twice
-  ``samtools view -b``'s time, in bounded memory. ``blocks_copied`` is then 0 and ``records``
-  counts them; with ``replace_read_groups=False`` the file is refused instead. A file whose first
-  records carry no identifier is copied block by block, later records unread: the residual scan
-  of the deidentify flow reads every output byte.
+  objects, and compresses the blocks again with ISA-L on a worker thread (level 1: up to ~10 %
+  larger than zlib's default level). It costs about the CPU time of ``samtools view -b`` on the
+  same records (bench/results/deidentify_reads.json), in bounded memory. ``blocks_copied`` is
+  then 0 and ``records`` counts them; with ``replace_read_groups=False`` the file is refused
+  instead. A damaged record is refused by its number. A file whose first records carry no
+  identifier is copied block by block, later records unread: the residual scan of the deidentify
+  flow reads every output byte.
 - ``@HD`` and ``@SQ`` lines are kept as they are (the specification of this stage); an ``@SQ UR``
   path that embeds a mapped identifier is caught by the residual check above.
 """
@@ -257,7 +259,7 @@ def _bgzf_blocks(data: bytes | bytearray, level: int = BGZF_COMPRESSLEVEL,
     """``data`` as complete BGZF blocks (mtime 0, so the same input gives the same bytes).
 
     ``codec`` is ``zlib`` or ``isal_zlib`` (the same raw deflate and CRC-32, ISA-L's several
-    times faster at its low levels); both release the GIL, so blocks compress on worker threads.
+    times faster at its low levels); both release the GIL, so blocks compress on a worker thread.
     """
     for start in range(0, len(data), BGZF_MAX_INPUT):
         yield from _bgzf_block(data[start:start + BGZF_MAX_INPUT], level, codec)
@@ -274,15 +276,16 @@ def _bgzf_block(chunk: bytes | bytearray, level: int, codec: ModuleType) -> list
 
 
 def _bgzf_join(data: bytes | bytearray) -> bytes:
-    """Record-path output as BGZF blocks in one piece (a task for the compression threads)."""
+    """Record-path output as BGZF blocks in one piece (a task for the worker thread)."""
     return b"".join(_bgzf_blocks(data, BGZF_RECORD_LEVEL, isal_zlib))
 
 
 class _BgzfReader:
     """Walks the BGZF blocks of a raw stream from their BSIZE fields, hashing every byte read.
 
-    ``read_block`` hands out single blocks (the header part); ``copy_rest`` then forwards all
-    remaining complete blocks in large runs without inflating them.
+    ``read_block`` hands out single blocks (the header part, and every block on the BAM record
+    path); ``copy_rest`` forwards all remaining complete blocks in large runs without inflating
+    them.
     """
 
     def __init__(self, raw: BinaryIO, label: str, file_format: str) -> None:
@@ -847,7 +850,7 @@ BAM_MAX_RECORD = 64 << 20
 #: default level (samtools view -b) does tens; on reads the file is about 10 % larger, and ISA-L's
 #: levels 2-3 gain under 1 % for 20-60 % more time.
 BGZF_RECORD_LEVEL = 1
-#: Batches compressing on the worker threads at once (each about ``RECORD_BATCH`` bytes).
+#: Batches compressing on the worker thread at once (each about ``RECORD_BATCH`` bytes).
 RECORD_PENDING = 2
 
 #: Value bytes of each aux type: fixed sizes, 0 for Z and H (NUL-terminated) and B (array), -1
@@ -1304,7 +1307,7 @@ def _inflated_batches(reader: _BgzfReader, pool: ThreadPoolExecutor) -> Iterator
 
 
 class _BgzfWriter:
-    """Writes batches of records as BGZF blocks compressed on worker threads, in order; at most
+    """Writes batches of records as BGZF blocks compressed on a worker thread, in order; at most
     ``RECORD_PENDING`` batches wait, so memory stays bounded. Each batch ends its last block,
     so blocks depend on the batch size only: equal input gives equal output."""
 
@@ -1331,7 +1334,7 @@ def _scrub_bam_records(reader: _BgzfReader, dst: Path, header: bytes, first: byt
 
     ``first`` holds the sampled records, already rewritten, and ``carry`` the start of the
     record that follows them. The rest of the file inflates in batches on a worker thread while
-    the previous batch is rewritten, and the output compresses on worker threads, so reading,
+    the previous batch is rewritten, and the output compresses there too, so reading,
     rewriting and compressing overlap.
     """
     with _Output(dst) as out, ThreadPoolExecutor(1, thread_name_prefix="seqlife-bgzf") as pool:
