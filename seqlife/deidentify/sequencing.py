@@ -368,7 +368,7 @@ class _BgzfReader:
             raise self.error(f"a compressed {part} block claims more than 64 KiB (corrupt)")
         try:  # bufsize = ISIZE: ISA-L then inflates in one pass, twice zlib's speed
             data = isal_zlib.decompress(block[12 + xlen:-8], -15, max(isize, 1))
-        except isal_zlib.error as exc:
+        except isal_zlib.error as exc:  # type: ignore[misc]  # isal's stub types it as an instance
             raise self.error(f"a compressed {part} block is corrupt") from exc
         if isal_zlib.crc32(data) != crc or len(data) != isize:
             raise self.error(f"a compressed {part} block fails its checksum (corrupt)")
@@ -924,18 +924,18 @@ class _RecordRewriter:
         self._replacement_length = np.array([len(value) for value in self._replacements], np.int64)
         self._group = np.full(len(names), -1, np.int64)  # key -> its read-group replacement
         self._group[groups] = np.arange(len(groups)) + len(names)
-        self._automaton = self._automaton_of(range(len(names)))
+        self._automaton = self._automaton_of(range(len(names))) if names else None
         self._dominant: int | None = None  # the key found most often in the last general batch
         self._others: dict[int, tuple[bool, bool, Callable[[bytes], bool] | None]] = {}
         self.label = label
         self.records = 0  # complete records rewritten so far
 
-    def _automaton_of(self, indices: Iterable[int]) -> ahocorasick.Automaton | None:
+    def _automaton_of(self, indices: Iterable[int]) -> ahocorasick.Automaton:
+        """Aho-Corasick over these keys (at least one), on text decoded as Latin-1 (a byte a
+        character, so positions are byte offsets)."""
         automaton = ahocorasick.Automaton()
         for index in indices:
             automaton.add_word(self._keys[index].decode("latin-1"), index)
-        if not len(automaton):
-            return None
         automaton.make_automaton()
         return automaton
 
@@ -1327,8 +1327,9 @@ class _BgzfWriter:
             self._out.write(self._pending.popleft().result())
 
 
-def _scrub_bam_records(reader: _BgzfReader, dst: Path, header: bytes, first: bytes, carry: bytes,
-                       rewriter: _RecordRewriter, counts: tuple[int, int, int]) -> ScrubReport:
+def _scrub_bam_records(reader: _BgzfReader, dst: Path, header: bytes, first: bytes | bytearray,
+                       carry: bytes, rewriter: _RecordRewriter, counts: tuple[int, int, int]
+                       ) -> ScrubReport:
     """Record path: every record's read name and text tags rewritten (see ``_RecordRewriter``)
     and the records compressed again.
 
