@@ -267,3 +267,18 @@ def cohort(cohort_template: Path, tmp_path: Path) -> Path:
     shutil.copytree(cohort_template, target)
     return target
 
+
+
+def plaintext_files(res, dataset: str) -> dict[str, bytes]:
+    """Every file of a dataset's latest version as its plaintext: the store holds Crypt4GH only,
+    so tests read through decryption (checked against the signed manifest), as stages do."""
+    from tasks.classify import find_version
+    from tasks.encrypt import open_data
+
+    with res.sessions() as session:
+        files = list(find_version(session, dataset, None).files)
+    out = {}
+    for data_file in files:
+        with open_data(res, data_file, dataset) as stream:
+            out[data_file.path] = stream.read()
+    return out

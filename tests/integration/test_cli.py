@@ -52,7 +52,7 @@ def test_demo_runs_the_lifecycle_from_an_empty_home(tmp_path: Path) -> None:
                         ("demo-cohort--demo-project", 1, "03_deidentified")}
     assert payload["steps"]["deidentify + approve"].count("approved by committee") == 1
     assert "0 unmet" in payload["steps"]["certify"] and "verifies" in payload["steps"]["certify"]
-    encrypted = re.search(r"(\d+) files now Crypt4GH .* (\d+) plaintext objects purged.* "
+    encrypted = re.search(r"(\d+) files sealed as Crypt4GH at intake .* "
                           r"(\d+)/(\d+) files read back", payload["steps"]["encrypt"])
     assert encrypted and len(set(encrypted.groups())) == 1, payload["steps"]["encrypt"]
     assert "Approved: 4 of 5" in payload["steps"]["share: request + review"]

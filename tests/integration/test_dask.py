@@ -51,7 +51,8 @@ def test_collect_deidentify_encrypt_fan_out_on_dask_with_identical_results(
     derived = deidentify_flow.with_options(task_runner=dask)("cohort-dask", "p1")
     assert derived["status"] == "pending_approval" and derived["report"]["files"]
     encrypted = encrypt_flow.with_options(task_runner=dask)("cohort-dask")
-    assert encrypted["encrypted"] == remote["files"] and encrypted["purged"] == remote["files"]
+    # collect sealed every file: the fanned-out flow authenticates each sealed copy
+    assert encrypted["verified"] == remote["files"] and encrypted["purged"] == 0
 
 
 def _dataset_id(session, name: str) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pysam
 import pytest
-from conftest import as_role
+from conftest import as_role, plaintext_files
 from sqlalchemy import select
 
 from infra.catalog import DataFile, Deidentification
@@ -65,13 +65,15 @@ def test_release_is_k_anonymous_scrubbed_and_pending_approval(resources: Resourc
                                                      .where(DataFile.object_key.like("03_%")))}
         run = session.scalar(select(Deidentification))
         assert run.status == "pending_approval"
+    plain = plaintext_files(resources, "cohort-d--p1")  # stored sealed: read through decryption
+    assert all(f.object_key.endswith(".c4gh") for f in files.values())
     with tempfile.TemporaryDirectory() as scratch:
         table_path = Path(scratch) / "c.parquet"
-        table_path.write_bytes(resources.store.get_bytes(files["tables/clinical.parquet"].object_key))
+        table_path.write_bytes(plain["tables/clinical.parquet"])
         table = pd.read_parquet(table_path)
-        vcf_entry = next(f for p, f in files.items() if p.endswith(".vcf.gz"))
+        vcf_entry = next(p for p in files if p.endswith(".vcf.gz"))
         vcf_path = Path(scratch) / "x.vcf.gz"
-        vcf_path.write_bytes(resources.store.get_bytes(vcf_entry.object_key))
+        vcf_path.write_bytes(plain[vcf_entry])
         with pysam.VariantFile(str(vcf_path)) as vcf:
             samples = list(vcf.header.samples)
             header_text = str(vcf.header)
@@ -100,11 +102,11 @@ def test_no_output_byte_names_a_subject(resources: Resources, approved: str, coh
     with (cohort / "samples.csv").open(encoding="utf-8", newline="") as handle:
         sample_ids = {row["sample_id"] for row in csv.DictReader(handle)}
     secret_values = {v.encode() for v in identifiers(cohort) | sample_ids if v}
-    keys = [v.key for v in resources.store.list_versions("03_deidentified/")
-            if "/_" not in v.key]
+    plain = plaintext_files(resources, "cohort-d--p1")  # every output, decrypted
+    keys = list(plain)
     assert any(k.endswith(".bam") for k in keys) and any(k.endswith(".fastq.gz") for k in keys)
     for key in keys:
-        blob = resources.store.get_bytes(key)
+        blob = plain[key]
         if blob[:2] == b"\x1f\x8b":
             blob = gzip.decompress(blob)
         elif blob[:4] == b"PAR1":
@@ -156,10 +158,11 @@ def test_a_lab_delivery_with_paired_reads_and_index_files_leaves_no_identifier(
     pair = [p for p in fastqs if p.endswith("_R2.fastq.gz")]
     assert len(pair) == 1 and pair[0].replace("_R2.", "_R1.") in fastqs
     secret_values = {v.encode() for v in identifiers(cohort) | {r["sample_id"] for r in rows}}
-    keys = [v.key for v in resources.store.list_versions("03_deidentified/lab--p2/seq/")]
+    plain = {k: v for k, v in plaintext_files(resources, "lab--p2").items() if k.startswith("seq/")}
+    keys = list(plain)
     assert [k for k in keys if k.endswith(".bam.bai")], "every sorted BAM output gets its index"
     for key in keys:
-        blob = resources.store.get_bytes(key)
+        blob = plain[key]
         blob = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
         assert not [v for v in secret_values if v in blob], key
 
@@ -186,9 +189,7 @@ def test_code_index_opens_only_for_the_designated_role(resources: Resources, app
     deidentify_flow(approved, "p1")
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "c.parquet"
-        key = next(v.key for v in resources.store.list_versions("03_deidentified/")
-                   if v.key.endswith("tables/clinical.parquet"))
-        path.write_bytes(resources.store.get_bytes(key))
+        path.write_bytes(plaintext_files(resources, "cohort-d--p1")["tables/clinical.parquet"])
         surrogate = pd.read_parquet(path)["subject"].iloc[0]
     policy = load_deidentify_policy()
     with pytest.raises(PolicyViolation, match="Only the reidentification_officer"):

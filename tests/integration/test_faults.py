@@ -136,6 +136,7 @@ def test_object_store_outage_mid_upload_registers_nothing_and_recovers(
     from infra.resources import build_resources
     from seqlife.exceptions import StorageError
     from seqlife.settings import Settings
+    from tasks.encrypt import stored_digest
 
     data, base = tmp_path / "weed", free_port_block()
     process, endpoint = start_seaweed(data, base)
@@ -182,9 +183,10 @@ def test_object_store_outage_mid_upload_registers_nothing_and_recovers(
             from infra.catalog import DataFile
 
             files = session.query(DataFile).all()
-        for data_file in files:
+        for data_file in files:  # the store holds each sealed copy whole, and it decrypts
             with res.store.open(data_file.object_key, data_file.object_version_id) as stream:
-                assert hashlib.sha256(stream.read()).hexdigest() == data_file.sha256
+                assert hashlib.sha256(stream.read()).hexdigest() == data_file.cipher_sha256
+            assert stored_digest(res, data_file, "cohort-o") == data_file.sha256
         assert res.audit.verify().ok
     finally:
         stop_seaweed(process)
