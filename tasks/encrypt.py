@@ -22,6 +22,7 @@ from sqlalchemy import select
 from infra.catalog import DataFile, IntegrityManifest
 from infra.objectstore import ObjectVersion
 from infra.resources import Resources
+from seqlife.collect import hash_file
 from seqlife.encrypt import c4gh
 from seqlife.encrypt import manifest as manifests
 from seqlife.exceptions import IntegrityError, ObjectNotFound, SeqlifeError
@@ -135,11 +136,7 @@ def seal(res: Resources, dataset: str, path: str, source: Path, scratch: Path,
         target.unlink()
         raise IntegrityError(f"{path}: the bytes read for encryption differ from the ones "
                              "validated; nothing was stored.")
-    digest = hashlib.sha256()
-    with open(target, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return SealedFile(path, sealed.sha256, sealed.size, target, digest.hexdigest(),
+    return SealedFile(path, sealed.sha256, sealed.size, target, hash_file(target)[0],
                       sealed.cipher_size, sealed.header_size)
 
 
@@ -189,13 +186,9 @@ def encrypt_file(res: Resources, data_file: dict, zone: str, dataset: str, publi
         if (sealed.sha256, sealed.size) != (data_file["sha256"], data_file["size"]):
             raise IntegrityError(f"{data_file['path']}: the bytes read for encryption differ "
                                  "from the catalog's record; nothing was encrypted.")
-        digest = hashlib.sha256()
-        with open(target, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
         with open(target, "rb") as handle:
             stored = res.store.put(encrypted_key(zone, dataset, data_file["path"]), handle,
-                                   expected_sha256=digest.hexdigest())
+                                   expected_sha256=hash_file(target)[0])
     secret = res.data_keys.secret_key(dataset)
     with res.store.open(stored.key, stored.version_id) as raw:
         check = c4gh.decrypt_stream(raw, None, secret)

@@ -70,7 +70,7 @@ import pysam
 import pysam.bcftools
 from isal import isal_zlib
 
-from seqlife.collect import FastqBlocks
+from seqlife.collect import FASTQ_MAX_RECORD, FastqBlocks, hash_file
 from seqlife.deidentify.seqerrors import EXTEND_MAP, ScrubError
 
 #: The 28-byte empty block that ends every BGZF file (SAM/BAM specification §4.1.2).
@@ -85,8 +85,6 @@ READ_CHUNK = 1 << 20
 #: A VCF or BAM header larger than this is refused rather than held in memory.
 HEADER_LIMIT = 64 << 20
 FASTQ_BLOCK = 4 << 20
-#: A FASTQ record (name, sequence, +, qualities) longer than this is refused: memory stays bounded.
-FASTQ_MAX_RECORD = 64 << 20
 #: FASTQ output: speed over size, like the synthetic cohort and most sequencers' pipelines.
 FASTQ_COMPRESSLEVEL = 1
 
@@ -1615,20 +1613,11 @@ def scrub_cram(src: Path, dst: Path, sample_map: Mapping[str, str]) -> ScrubRepo
         part.unlink(missing_ok=True)
         raise ScrubError(label, "CRAM", "a record could not be decoded (corrupt file, or its "
                          "reference sequence is not held)") from exc
-    input_sha, size_in = _file_digest(src)
-    output_sha, size_out = _file_digest(part)
+    input_sha, size_in = hash_file(src)
+    output_sha, size_out = hash_file(part)
     os.replace(part, dst)
     return ScrubReport("cram", input_sha, output_sha, size_in, size_out, removed, replaced,
                        renamed, 0, records)
-
-
-def _file_digest(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(READ_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 # --- indexes ---------------------------------------------------------------------------------
