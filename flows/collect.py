@@ -17,7 +17,7 @@ from prefect.runtime import flow_run
 
 from flows import on_cluster
 from infra.resources import Resources, build_resources
-from seqlife.collect import load_collect_policy
+from seqlife.collect import coded_path, load_collect_policy
 from seqlife.exceptions import SeqlifeError
 from seqlife.quality import load_quality_policy
 from seqlife.settings import Settings
@@ -34,31 +34,36 @@ def run_collect(res: Resources, source: str, dataset: str, scenario: str, owner:
     obj = f"dataset:{dataset}"
     res.audit.append("collect.start", obj, "started", reason=f"scenario={scenario}",
                      policy_hash=policy.content_hash)
+    codes: dict[str, str] = {}
     try:
         delivery = t.read_delivery(source, policy, str(res.settings.home / "maps"), column_map,
                                    accept_map)
         plan = t.plan_collection(delivery, scenario, policy)
-        everyone = frozenset({f.sample_id for f in plan.files if f.sample_id}
-                             | {f.subject_key for f in plan.files if f.subject_key})
+        codes = t.sample_codes(res, plan)
         references = res.references(tuple((delivery.source / path, path)
                                           for path in delivery.references))
-        checks = [check for batch in t.check_sequencing_files.map(
-            unmapped(str(delivery.source)), batches(plan.files), unmapped(policy),
-            unmapped(everyone), unmapped(str(references))).result() for check in batch]
-        sequencing = [(planned.path, delivery.source / planned.path, check.format)
-                      for check, planned in zip(checks, plan.files)]
-        frames = quality.intake_frames(delivery.tables["clinical"].to_pandas(), sequencing,
-                                       load_quality_policy())
-        _, report, _ = quality.gate_step(
-            res, frames, obj, f"{policy['raw_zone']}/{dataset}/_quality/refused-"
-                              f"{run_id or uuid.uuid4()}.html")
         with t.new_workdir(res) as workdir:
+            seal = (res.data_keys.public_key(dataset), workdir)  # FASTQ: sealed as validated
+            checked = [one for batch in t.check_sequencing_files.map(
+                unmapped(str(delivery.source)), batches(plan.files), unmapped(policy),
+                unmapped(codes), unmapped(str(references)), unmapped(seal)).result()
+                for one in batch]
+            checks = [check for check, _ in checked]
+            presealed = {check.path: sealed for check, sealed in checked if sealed is not None}
+            sequencing = [(coded_path(planned.path, codes), delivery.source / planned.path,
+                           check.format)
+                          for check, planned in zip(checks, plan.files)]
+            frames = quality.intake_frames(delivery.tables["clinical"].to_pandas(), sequencing,
+                                           load_quality_policy())
+            _, report, _ = quality.gate_step(
+                res, frames, obj, f"{policy['raw_zone']}/{dataset}/_quality/refused-"
+                                  f"{run_id or uuid.uuid4()}.html")
             tables = t.stage_tables(delivery, plan, workdir)
             sources = [(check, delivery.source / planned.path, planned)
                        for check, planned in zip(checks, plan.files)]
             sources += [(check, path, None) for check, path in tables]
             registered = t.store_and_register(res, dataset, owner, plan, sources, policy, run_id,
-                                              workdir)
+                                              workdir, presealed)
             if registered.created:
                 res.store.put_bytes(f"{policy['raw_zone']}/{dataset}/_quality/"
                                     f"v{registered.version}.html", report.encode())
@@ -70,7 +75,9 @@ def run_collect(res: Resources, source: str, dataset: str, scenario: str, owner:
                 (), run_id, policy.content_hash, {"scenario": scenario})
             lineage.record_stage(res, stage, files)
     except SeqlifeError as exc:
-        res.audit.append("collect.refused", obj, "refused", reason=exc.message,
+        if codes:  # the person at the terminal reads the lab's names; the records, codes
+            exc.record_as(coded_path(exc.message, codes))
+        res.audit.append("collect.refused", obj, "refused", reason=str(exc),
                          policy_hash=policy.content_hash)
         raise
     for code in registered.excluded_subjects:

@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 
 from expectations import deidentified
 from flows import on_cluster
+from infra.keystore import surrogate_key
 from infra.resources import Resources, build_resources
 from seqlife.collect import subject_surrogate
 from seqlife.deidentify.report import allele_frequency_summary, cohort_summary
@@ -49,7 +50,7 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
         _, quality_report, quality_hash = quality.gate_step(
             res, frames, f"dataset:{name}",
             f"{t.ZONE}/{name}/_quality/refused-{run_id or uuid.uuid4()}.html")
-        secret = res.keys.secret(f"surrogate-{project}")
+        secret = res.keys.secret(surrogate_key(project))
         sample_map = {mrn: subject_surrogate(secret, mrn) for mrn in samples["mrn"]}
         name_map = {sid: subject_surrogate(secret, f"sample:{sid}") for sid in samples["sample_id"]}
         subject_of = dict(zip(samples["sample_id"], samples["mrn"]))
@@ -64,7 +65,8 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
                 summary = cohort_summary(table.table, summary_by, int(policy["small_cells"]))
                 outputs.append(("tables/cohort_summary.parquet", "summary",
                                 t.write_table(summary, work / "summary.parquet"), None))
-            files = [f for f in source.files if f["format"] in SEQUENCING]
+            files = t.with_lab_sample_ids(res, [f for f in source.files
+                                                if f["format"] in SEQUENCING], samples)
             names = output_names(files, name_map)
             scrubbed = [one for batch in t.scrub_sequencing_files.map(
                 unmapped(res), batches(files), unmapped(sample_map), unmapped(name_map),

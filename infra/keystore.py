@@ -25,6 +25,25 @@ def code_index_key(project: str) -> str:
     return f"code-index-{project}"
 
 
+def surrogate_key(project: str) -> str:
+    """The name of the secret a project's subject surrogates are keyed with (§10.2 f)."""
+    return f"surrogate-{project}"
+
+
+def date_shift_key(project: str) -> str:
+    """The name of the secret a project's per-subject date offsets are drawn from."""
+    return f"date-shift-{project}"
+
+
+def linking_secrets(project: str) -> tuple[str, ...]:
+    """The secrets destroyed with the last of a project's datasets (GB/T 39725 §10.2 h;
+    §11.7.4.3 a): the code-index key (codes back to subjects) and the date-shift secret (shifted
+    dates back to true ones). The surrogate secret is kept: it only turns a subject key someone
+    already holds into its code — how a subject's request finds the disclosures made under the
+    project (HDS §7 g), which outlive the data — and cannot name the subject behind a code."""
+    return code_index_key(project), date_shift_key(project)
+
+
 class SecretMissing(SeqlifeError):
     """A secret asked for without creating it is not in the key store (never made, or destroyed):
     a new random one would open nothing that the old one sealed."""

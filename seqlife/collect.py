@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import date
@@ -88,14 +89,17 @@ def sniff_format(path: Path, label: str) -> str:
 class _HashingReader:
     """Raw reader that hashes every byte it hands on, so one pass both hashes and parses."""
 
-    def __init__(self, raw: BinaryIO, progress: Progress | None) -> None:
-        self.raw, self.progress = raw, progress
+    def __init__(self, raw: BinaryIO, progress: Progress | None,
+                 sink: Callable[[bytes], None] | None = None) -> None:
+        self.raw, self.progress, self.sink = raw, progress, sink
         self.digest, self.size = hashlib.sha256(), 0
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
         self.digest.update(data)
         self.size += len(data)
+        if self.sink is not None and data:
+            self.sink(data)
         if self.progress and data:
             self.progress(len(data))
         return data
@@ -188,14 +192,16 @@ class FastqBlocks:
 
 
 def check_fastq(path: Path, label: str, progress: Progress | None = None,
-                max_ratio: float = 0.0, max_bytes: int = 1 << 62) -> FileCheck:
+                max_ratio: float = 0.0, max_bytes: int = 1 << 62,
+                sink: Callable[[bytes], None] | None = None) -> FileCheck:
     """Parse every record of a FASTQ (plain or gzip, multi-member) while hashing the file.
 
     With ``max_ratio``, a gzip stream that inflates to more than that many times the bytes read
     so far (past the first MiB) is refused: a decompression bomb never reaches the parser's end.
+    ``sink`` receives every byte of the file as it is read (intake seals it in the same pass).
     """
     with open(path, "rb") as raw:
-        hashing = _HashingReader(raw, progress)
+        hashing = _HashingReader(raw, progress, sink)
         is_gzip = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
         stream: BinaryIO = gzip.GzipFile(fileobj=hashing, mode="rb") if is_gzip else hashing  # type: ignore[assignment]
@@ -376,9 +382,12 @@ SHEET_FORMATS = {"fastq": ("fastq",), "bam": ("bam", "cram"), "vcf": ("vcf", "bc
 def check_sequencing_file(path: Path, label: str, accepted: Iterable[str],
                           progress: Progress | None = None, max_ratio: float = 0.0,
                           max_bytes: int = 1 << 62, column: str | None = None,
-                          references: Path | None = None) -> FileCheck:
+                          references: Path | None = None,
+                          sink: Callable[[bytes], None] | None = None) -> FileCheck:
     """Recognise a sequencing file by content and validate it fully; a compressed file is first
-    bounded (``max_ratio``, ``max_bytes``) so a decompression bomb is refused unread."""
+    bounded (``max_ratio``, ``max_bytes``) so a decompression bomb is refused unread. A FASTQ
+    is handed to ``sink`` byte for byte in the validating read (htslib reads the other formats
+    itself, so they are not)."""
     file_format = sniff_format(path, label)
     if file_format not in accepted:
         raise CollectError(
@@ -389,7 +398,7 @@ def check_sequencing_file(path: Path, label: str, accepted: Iterable[str],
             f"{label}: listed in the sample sheet's '{column}' column but it is a "
             f"{file_format.upper()} file. Move it to the column for its kind.", path=label)
     if file_format == "fastq":
-        return check_fastq(path, label, progress, max_ratio, max_bytes)
+        return check_fastq(path, label, progress, max_ratio, max_bytes, sink)
     if file_format == "cram":
         cram_inflated_size(path, label, max_ratio, max_bytes)
     else:
@@ -749,6 +758,24 @@ def subject_surrogate(secret: bytes, subject_key: str) -> str:
     """
     digest = hmac.new(secret, subject_key.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
     return "S-" + digest.translate(_HEX_TO_LETTERS)
+
+
+def sample_code(secret: bytes, sample_id: str) -> str:
+    """The controller's code for a lab sample ID: what the catalog and the stored file names
+    carry instead of it (a sample ID identifies as much as a record number: SEQ §5)."""
+    return subject_surrogate(secret, f"sample:{sample_id}")
+
+
+def coded_path(path: str, codes: Mapping[str, str]) -> str:
+    """A delivered path with every sample ID and record number it contains replaced by its code
+    (longest first, any letter case), so no stored object, catalog row or lineage file is named
+    after a sample or a patient. The rest of the name (folders, lane, read, extension) stays."""
+    known = sorted((k for k in codes if k), key=len, reverse=True)
+    if not known:
+        return path
+    pattern = re.compile("|".join(re.escape(k) for k in known), re.IGNORECASE)
+    lowered = {k.lower(): v for k, v in codes.items()}
+    return pattern.sub(lambda m: lowered[m.group(0).lower()], path)
 
 
 @dataclass(frozen=True)

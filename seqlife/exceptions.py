@@ -18,9 +18,16 @@ class SeqlifeError(Exception):
         super().__init__(message)
         self.message = message
         self.attrs = attrs
+        self._recorded: str | None = None
+
+    def record_as(self, text: str) -> None:
+        """What is kept at rest (audit trail, the orchestrator's run history) when it must name
+        things differently from what the person at the terminal reads in ``message`` — a
+        delivered file by its code rather than the lab's sample ID."""
+        self._recorded = text
 
     def __str__(self) -> str:
-        return self.message
+        return self._recorded or self.message
 
 
 class Transient:

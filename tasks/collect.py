@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +20,8 @@ from infra.resources import Resources
 from seqlife import collect
 from seqlife.classify.detectors import date_parser, load_detectors
 from seqlife.classify.labels import label_table, load_classify_policy
-from seqlife.exceptions import CollectError, ColumnMapNeeded, StorageError
+from seqlife.encrypt import c4gh
+from seqlife.exceptions import CollectError, ColumnMapNeeded, SeqlifeError, StorageError
 from seqlife.tableio import read_table_file
 from seqlife.policy import Policy
 from tasks import encrypt, is_transient
@@ -119,25 +122,52 @@ def plan_collection(delivery: Delivery, scenario: str, policy: Policy) -> collec
 
 @task(name="check_sequencing_file", cache_policy=NO_CACHE)
 def check_sequencing_file(source: str, planned: collect.PlannedFile, policy: Policy,
-                          others: frozenset[str] = frozenset(), references: str | None = None
-                          ) -> collect.FileCheck:
-    check = collect.check_sequencing_file(
-        Path(source) / planned.path, planned.path, policy["sequencing_formats"],
-        max_ratio=float(policy["max_decompression_ratio"]),
-        max_bytes=int(policy["max_decompressed_gib"]) << 30, column=planned.role,
-        references=Path(references) if references else None)
+                          others: frozenset[str] = frozenset(), references: str | None = None,
+                          seal: tuple[bytes, str] | None = None
+                          ) -> tuple[collect.FileCheck, encrypt.SealedFile | None]:
+    """Validate one delivered file. With ``seal`` (the dataset's public key, a scratch folder) a
+    FASTQ is also sealed as Crypt4GH in the same read — validated, hashed and encrypted byte by
+    byte once; other formats are sealed when stored."""
+    path = Path(source) / planned.path
+    sealed = None
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if seal is not None:
+            public_key, scratch = seal
+            target = Path(scratch) / f"{hashlib.sha256(planned.path.encode()).hexdigest()[:16]}.c4gh"
+            writer = c4gh.SealingWriter(stack.enter_context(open(target, "wb")), [public_key])
+        check = collect.check_sequencing_file(
+            path, planned.path, policy["sequencing_formats"],
+            max_ratio=float(policy["max_decompression_ratio"]),
+            max_bytes=int(policy["max_decompressed_gib"]) << 30, column=planned.role,
+            references=Path(references) if references else None,
+            sink=writer.write if writer is not None else None)
+        if writer is not None and check.format == "fastq":
+            done = writer.close()
+            sealed = encrypt.SealedFile(planned.path, check.sha256, done.size, target,
+                                        writer.cipher_digest.hexdigest(), done.cipher_size,
+                                        done.header_size)
+    if seal is not None and sealed is None:
+        target.unlink()
     collect.check_inner_sample(check, planned, others)
-    return check
+    return check, sealed
 
 
 @task(name="check_sequencing_files", cache_policy=NO_CACHE)
 def check_sequencing_files(source: str, planned: list[collect.PlannedFile], policy: Policy,
-                           others: frozenset[str] = frozenset(), references: str | None = None
-                           ) -> list[collect.FileCheck]:
-    """A batch of files checked in one task (see ``tasks.batches``); ``others``: every sample ID
-    and subject of the delivery, none of which may name another sample's reads; ``references``:
-    the CRAM reference cache."""
-    return [check_sequencing_file.fn(source, one, policy, others, references) for one in planned]
+                           codes: dict[str, str], references: str | None = None,
+                           seal: tuple[bytes, str] | None = None
+                           ) -> list[tuple[collect.FileCheck, encrypt.SealedFile | None]]:
+    """A batch of files checked in one task (see ``tasks.batches``); ``codes``: every sample ID
+    and subject of the delivery (none may name another sample's reads) with its code, which
+    replaces it in what a refusal leaves in the run history; ``references``: the CRAM reference
+    cache; ``seal``: see :func:`check_sequencing_file`."""
+    try:
+        return [check_sequencing_file.fn(source, one, policy, frozenset(codes), references, seal)
+                for one in planned]
+    except SeqlifeError as exc:
+        exc.record_as(collect.coded_path(exc.message, codes))
+        raise
 
 
 @task(name="stage_tables", cache_policy=NO_CACHE)
@@ -173,34 +203,47 @@ class Registered:
     sealed: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
 
-def dataset_path(check: collect.FileCheck, planned: collect.PlannedFile | None) -> str:
-    """Where a delivered file lives in the dataset: sequencing files as delivered, tables under
-    ``tables/``."""
-    return check.path if planned else f"tables/{check.path}"
+def dataset_path(check: collect.FileCheck, planned: collect.PlannedFile | None,
+                 codes: dict[str, str]) -> str:
+    """Where a delivered file lives in the dataset: sequencing files under their delivered path
+    with sample IDs and record numbers coded, tables under ``tables/``."""
+    return collect.coded_path(check.path, codes) if planned else f"tables/{check.path}"
+
+
+def sample_codes(res: Resources, plan: collect.CollectionPlan) -> dict[str, str]:
+    """Every sample ID of the plan -> its code, every subject key -> its surrogate: what stored
+    names, catalog rows and recorded messages carry instead of them."""
+    secret = res.keys.secret("subject-surrogate")
+    samples = {sid for f in plan.files for sid in (f.sample_id, *(m[0] for m in f.members))
+               if sid}
+    return {**{key: collect.subject_surrogate(secret, key)
+               for key in plan.included_subjects | plan.excluded_subjects},
+            **{sid: collect.sample_code(secret, sid) for sid in samples}}
 
 
 @task(name="store_and_register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5],
       retry_condition_fn=is_transient)
 def store_and_register(res: Resources, dataset: str, owner: str, plan: collect.CollectionPlan,
                        sources: list[tuple[collect.FileCheck, Path, collect.PlannedFile | None]],
-                       policy: Policy, flow_run_id: str, workdir: str) -> Registered:
+                       policy: Policy, flow_run_id: str, workdir: str,
+                       presealed: dict[str, encrypt.SealedFile] | None = None) -> Registered:
     """Seal every file as Crypt4GH under the dataset's data key and store only the ciphertext,
     sign the integrity manifest, then register the version in one catalog transaction
     (GB/T 39725 §10.1 c, §11.3.4.4 b): no plaintext byte of a delivery reaches the store.
 
     Same content as the latest version -> nothing new is written (idempotent); a file whose
-    plaintext equals the latest version's keeps its stored ciphertext. Any failure removes the
+    plaintext equals the latest version's keeps its stored ciphertext; ``presealed`` (by
+    delivered path) are the files already sealed in the validating read. Any failure removes the
     object versions this call created, so no partial collection is ever registered and earlier
     versions stay as they were.
     """
-    secret = res.keys.secret("subject-surrogate")
-    surrogate = {key: collect.subject_surrogate(secret, key)
-                 for key in plan.included_subjects | plan.excluded_subjects}
+    codes = sample_codes(res, plan)
+    surrogate = {key: codes[key] for key in plan.included_subjects | plan.excluded_subjects}
     entries = [
-        collect.ManifestEntry(dataset_path(check, planned),
+        collect.ManifestEntry(dataset_path(check, planned, codes),
                               planned.role if planned else check.path.removesuffix(".parquet"),
                               check.format, check.size, check.sha256, check.records,
-                              planned.sample_id if planned else None,
+                              codes[planned.sample_id] if planned and planned.sample_id else None,
                               surrogate[planned.subject_key] if planned else None)
         for check, _, planned in sources
     ]
@@ -237,7 +280,9 @@ def store_and_register(res: Resources, dataset: str, owner: str, plan: collect.C
                 copy = _local_copy(res, prior, Path(workdir) / f"prior-{len(local)}.c4gh")
                 local[entry.path] = (prior["cipher_sha256"], str(copy))
                 continue
-            sealed = encrypt.seal(res, dataset, entry.path, path, Path(workdir), check.sha256)
+            done = (presealed or {}).get(check.path)  # sealed in the validating read
+            sealed = replace(done, path=entry.path) if done is not None else encrypt.seal(
+                res, dataset, entry.path, path, Path(workdir), check.sha256)
             obj = encrypt.put_sealed(res, zone, dataset, sealed)
             created.append(obj)
             stored[entry.path] = encrypt.sealed_columns(sealed, obj)

@@ -25,7 +25,7 @@ from infra.catalog import (
     IntegrityManifest,
     PatientCodeIndex,
 )
-from infra.keystore import code_index_key
+from infra.keystore import code_index_key, date_shift_key, surrogate_key
 from infra.resources import Resources
 from seqlife import collect
 from seqlife.classify.detectors import date_parser
@@ -104,8 +104,8 @@ def deidentify_table(res: Resources, source: Source, project: str, policy: Polic
     roles = rules.roles_from_fields(source.fields, clinical["path"])
     result = rules.deidentify_table(
         df, roles, policy,
-        surrogate_secret=res.keys.secret(f"surrogate-{project}"),
-        shift_secret=res.keys.secret(f"date-shift-{project}"),
+        surrogate_secret=res.keys.secret(surrogate_key(project)),
+        shift_secret=res.keys.secret(date_shift_key(project)),
         populations=rules.load_populations(), hierarchies=load_hierarchies(),
         parse_date=date_parser())
     direct = [c for c, r in roles.items() if r.identifier == "direct"
@@ -114,6 +114,20 @@ def deidentify_table(res: Resources, source: Source, project: str, policy: Polic
     identifiers = residual.identifiers_of([(df, direct), (sample_sheet, ["sample_id", "mrn"]),
                                            (consent_table, ["mrn"])])
     return result, sample_sheet, identifiers
+
+
+def with_lab_sample_ids(res: Resources, files: list[dict], samples: pd.DataFrame) -> list[dict]:
+    """The source's files with the lab's sample ID in place of the code the catalog keeps, for
+    this run's scrubbing only (the IDs come from the sealed sample sheet, held in memory)."""
+    secret = res.keys.secret("subject-surrogate")
+    lab_id = {collect.sample_code(secret, str(sid)): str(sid) for sid in samples["sample_id"]}
+    unknown = [f["path"] for f in files if f["sample_id"] not in lab_id]
+    if unknown:
+        raise DeidentificationError(
+            f"{unknown[0]}: its sample is not on the version's sample sheet ({len(unknown)} "
+            "such file(s)); the version is inconsistent. Collect the delivery again.",
+            files=unknown)
+    return [{**f, "sample_id": lab_id[f["sample_id"]]} for f in files]
 
 
 @task(name="scan_outputs", cache_policy=NO_CACHE)

@@ -39,12 +39,13 @@ from infra.catalog import (
     PatientCodeIndex,
 )
 from infra.datakeys import DataKeyMissing
-from infra.keystore import code_index_key
+from infra.keystore import code_index_key, linking_secrets
 from infra.lineage import LineageRegistry
 from infra.resources import Resources
 from seqlife import certify
 from seqlife import destroy as rules
 from seqlife.exceptions import ObjectNotFound
+from tasks.encrypt import shred_data_key
 from tasks.share import agreement_key, follow_up, partial_of
 
 CERTIFICATES = "destruction"
@@ -143,8 +144,7 @@ def _done(res: Resources, destruction_id: str, step: str, detail: str) -> dict:
 
 
 def _shred(res: Resources, key_name: str) -> str:
-    shredded = res.data_keys.shred(key_name)
-    from_backups = open_backups(res.settings).purge_key(res.data_keys.key_file(key_name))
+    shredded, from_backups = shred_data_key(res, key_name)
     return (f"data key {'destroyed' if shredded else 'already gone'}; removed from "
             f"{from_backups} key-store backup(s)")
 
@@ -244,12 +244,13 @@ def _dataset_steps(res: Resources, dataset: str, p: dict, reason: str, destructi
                 f"the catalog, {backed_up} from catalog backups{_kept_note(p)}")
 
     def code_index_keys() -> str:
-        names = [code_index_key(project) for project in _doomed_indexes(p)]
+        names = [name for project in _doomed_indexes(p) for name in linking_secrets(project)]
         shredded = sum(res.keys.shred(name) for name in names)
         backed_up = sum(open_backups(res.settings).purge_secret(res.keys.file_name(name))
                         for name in names)
-        return (f"{shredded} code-index key(s) destroyed; removed from {backed_up} key-store "
-                f"backup(s){_kept_note(p)}")
+        return (f"{shredded} linking secret(s) destroyed (code-index key, date-shift secret; the "
+                f"surrogate secret stays for subject-access requests, HDS §7 g); removed from "
+                f"{backed_up} key-store backup(s){_kept_note(p)}")
 
     return {"purge_store_objects": store, "forget_lineage": lineage,
             "purge_dvc_remote": dvc_remote, "purge_backups": backups,
@@ -317,10 +318,11 @@ def _code_index_remnants(res: Resources, projects: list[str]) -> list[str]:
             left.append(f"catalog: {counts[project]} code index row(s) of project {project}")
         left += [f"catalog backup {b} of project {project}"
                  for b in backups.code_index_remnants(project)]
-        name = code_index_key(project)
-        if res.keys.has(name):
-            left.append(f"key store: the code-index key of project {project}")
-        left += [f"key backup: {k}" for k in backups.secret_remnants(res.keys.file_name(name))]
+        for name in linking_secrets(project):
+            if res.keys.has(name):
+                left.append(f"key store: secret {name}")
+            left += [f"key backup: {k}"
+                     for k in backups.secret_remnants(res.keys.file_name(name))]
     return left
 
 

@@ -311,3 +311,13 @@ def _serialize(packets: list[bytes]) -> bytes:
     from crypt4gh import header as c4gh_header
 
     return c4gh_header.serialize(packets)
+
+
+def shred_data_key(res: Resources, key_name: str) -> tuple[bool, int]:
+    """Crypto-shredding that reaches every copy of the key: the live wrapped key and each
+    key-store backup holding it (a backup restored later must not bring the data back). Returns
+    (live key destroyed, backups it was removed from)."""
+    from infra.backup import open_backups
+
+    shredded = res.data_keys.shred(key_name)
+    return shredded, open_backups(res.settings).purge_key(res.data_keys.key_file(key_name))

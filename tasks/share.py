@@ -5,6 +5,7 @@ audits every step."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -15,7 +16,7 @@ import uuid
 from dataclasses import asdict
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ from infra.catalog import (
     ShareRequest,
     Subject,
 )
-from infra.keystore import code_index_key
+from infra.keystore import code_index_key, surrogate_key
 from infra.resources import Resources
 from seqlife import certify
 from seqlife.classify.detectors import load_detectors
@@ -53,6 +54,8 @@ CLINICAL = "tables/clinical.parquet"
 #: Key under which a stored request keeps what seqlife learned of it (grade, important data).
 FACTS = "_seqlife_facts"
 SUBJECT_COLUMN = "subject"
+#: The enclave's extract, sealed under the agreement's key.
+ENCLAVE_EXTRACT = "extract.parquet.c4gh"
 
 
 def now() -> datetime:
@@ -103,7 +106,7 @@ def consent_map(res: Resources, project: str, surrogates: set[str]
     """Project surrogate -> (uses the subject's consents cover, withdrawn), via the sealed code
     index; the linkage stays inside this function (nothing is logged or returned but flags)."""
     scopes_by_use = load_collect_policy()["scenario_scopes"]
-    sealer = res.keys.sealer(code_index_key(project))
+    sealer = res.keys.sealer(code_index_key(project), create=False)  # never mint one here
     secret = res.keys.secret("subject-surrogate")
     out: dict[str, tuple[frozenset[str], bool]] = {}
     with res.sessions() as session:
@@ -369,11 +372,11 @@ def deliver_file(res: Resources, agreement_id: str, recipient_public: bytes, out
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{agreement_id}-extract.parquet.c4gh"
     partial = partial_of(target)
-    with tempfile.TemporaryDirectory(dir=res.scratch()) as scratch:
-        plain = Path(scratch) / "extract.parquet"
-        frame.to_parquet(plain, index=False)
-        with open(plain, "rb") as src, open(partial, "wb") as dst:
-            sealed = c4gh.encrypt_stream(src, dst, [recipient_public])
+    buffer = io.BytesIO()  # the clear extract never touches a disk
+    frame.to_parquet(buffer, index=False)
+    buffer.seek(0)
+    with open(partial, "wb") as dst:
+        sealed = c4gh.encrypt_stream(buffer, dst, [recipient_public])
     files = [{"name": target.name, "sha256": sealed.sha256, "size": sealed.size,
               "cipher_size": sealed.cipher_size}]
     # recorded before it takes its final name: a crash never leaves a finished, unrecorded copy
@@ -464,8 +467,9 @@ def subject_access(res: Resources, subject_key: str) -> list[dict]:
     rows = []
     with res.sessions() as session:
         projects = set(session.scalars(select(Deidentification.project)))
-        surrogates = {subject_surrogate(res.keys.secret(f"surrogate-{p}"), subject_key): p
-                      for p in projects}
+        surrogates = {subject_surrogate(res.keys.secret(surrogate_key(p), create=False),
+                                        subject_key): p
+                      for p in projects if res.keys.has(surrogate_key(p))}
         for delivery in session.scalars(select(Delivery).order_by(Delivery.created_at)):
             if surrogates.keys() & set(delivery.subjects):
                 agreement = delivery.agreement
@@ -513,7 +517,8 @@ def enclave_dir(res: Resources, agreement_id: str) -> Path:
 
 
 def open_enclave(res: Resources, agreement_id: str, today: date | None = None) -> dict:
-    """A controlled working area: the marked extract is placed inside it and never exported;
+    """A controlled working area: the marked extract is sealed inside it under the agreement's
+    key and never exported; it is read in clear only inside :func:`enclave_session`, and
     results leave only through :func:`request_export` and the committee's approval."""
     frame, meta = watermarked_extract(res, agreement_id, today)
     if meta["tier"] != "enclave":
@@ -522,13 +527,54 @@ def open_enclave(res: Resources, agreement_id: str, today: date | None = None) -
     root = enclave_dir(res, agreement_id)
     (root / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
     (root / "exports").mkdir(exist_ok=True, mode=0o700)
-    target = root / "data" / "extract.parquet"
-    frame.to_parquet(target, index=False)
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    target = root / "data" / ENCLAVE_EXTRACT
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    buffer.seek(0)
+    with open(partial_of(target), "wb") as dst:
+        sealed = c4gh.encrypt_stream(buffer, dst, [res.data_keys.public_key(
+            agreement_key(agreement_id))])
     delivery = record_delivery(res, agreement_id, "enclave", meta, frame,
-                               [{"name": target.name, "sha256": digest,
-                                 "size": target.stat().st_size}], str(root))
+                               [{"name": target.name, "sha256": sealed.sha256,
+                                 "size": sealed.size, "cipher_size": sealed.cipher_size}],
+                               str(root))
+    os.replace(partial_of(target), target)
     return {"delivery": delivery, "enclave": str(root), "records": len(frame)}
+
+
+def _private_tmp() -> str | None:
+    """Memory-backed when the host has it, so a session's clear text never reaches a disk."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+@contextlib.contextmanager
+def enclave_session(res: Resources, agreement_id: str, today: date | None = None
+                    ) -> Iterator[Path]:
+    """The enclave's extract in clear for one analysis session, in a private memory-backed
+    folder that is removed when the session ends (HDS Table 2: used in place, never copied
+    out). Refused once the agreement is no longer in force; opened and closed are audited."""
+    _, context = _active(res, agreement_id, today)
+    if context["document"]["tier"] != "enclave":
+        raise rules.AgreementError(f"Agreement {agreement_id} is not an enclave agreement.")
+    sealed = enclave_dir(res, agreement_id) / "data" / ENCLAVE_EXTRACT
+    if not sealed.is_file():
+        raise rules.ShareError(f"The enclave of {agreement_id} is not open: run `seqlife share "
+                               "deliver` first.")
+    secret = res.data_keys.secret_key(agreement_key(agreement_id))
+    obj = f"agreement:{agreement_id}"
+    with tempfile.TemporaryDirectory(prefix="seqlife-enclave-", dir=_private_tmp()) as work:
+        os.chmod(work, 0o700)
+        with open(sealed, "rb") as src, open(Path(work) / "extract.parquet", "wb") as dst:
+            plain = c4gh.decrypt_stream(src, dst, secret)
+        res.audit.append("share.enclave_session", obj, "opened",
+                         reason=f"analysis session on {plain.size} bytes",
+                         after_digest=plain.sha256)
+        try:
+            yield Path(work)
+        finally:
+            res.audit.append("share.enclave_session", obj, "closed",
+                             reason="session folder removed")
 
 
 def request_export(res: Resources, agreement_id: str, name: str) -> dict:
@@ -547,6 +593,7 @@ def request_export(res: Resources, agreement_id: str, name: str) -> dict:
     sealed.seek(0)
     stored = res.store.put(f"enclave/{agreement_id}/exports/{export_id}/{source.name}.c4gh",
                            sealed)
+    source.unlink()  # the archived, sealed copy is the only one left in the enclave
     with res.sessions.begin() as session:
         session.add(EnclaveExport(id=export_id, agreement_id=agreement_id, name=source.name,
                                   sha256=plain.sha256, size=plain.size, archive_key=stored.key,

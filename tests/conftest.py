@@ -282,3 +282,18 @@ def plaintext_files(res, dataset: str) -> dict[str, bytes]:
         with open_data(res, data_file, dataset) as stream:
             out[data_file.path] = stream.read()
     return out
+
+
+def stored_path(res, cohort: Path, delivered: str) -> str:
+    """The path the catalog keeps for a delivered file: the lab's sample IDs and the record
+    numbers in it replaced by their codes, as collect stores it."""
+    import csv
+
+    from seqlife.collect import coded_path, sample_code, subject_surrogate
+
+    secret = res.keys.secret("subject-surrogate")
+    with open(cohort / "samples.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    codes = {**{r["mrn"]: subject_surrogate(secret, r["mrn"]) for r in rows},
+             **{r["sample_id"]: sample_code(secret, r["sample_id"]) for r in rows}}
+    return coded_path(delivered, codes)

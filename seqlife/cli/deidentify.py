@@ -42,7 +42,7 @@ def cmd_deidentify(args: argparse.Namespace, settings: Settings) -> int:
 
 def _deidentify_file(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """One file outside the catalog: secrets of the project from the key store, report beside OUT."""
-    from infra.keystore import LocalKeyStore
+    from infra.keystore import LocalKeyStore, date_shift_key, surrogate_key
     from seqlife.deidentify.files import deidentify_local_file
 
     if not args.out:
@@ -54,8 +54,8 @@ def _deidentify_file(args: argparse.Namespace, settings: Settings) -> dict[str, 
         build_resources(settings).references()
     return deidentify_local_file(
         args.target, Path(required(args.input, "IN")), Path(args.out),
-        surrogate_secret=keys.secret(f"surrogate-{args.project}"),
-        shift_secret=keys.secret(f"date-shift-{args.project}"), project=args.project)
+        surrogate_secret=keys.secret(surrogate_key(args.project)),
+        shift_secret=keys.secret(date_shift_key(args.project)), project=args.project)
 
 
 def _render_deidentify(result: dict[str, Any]) -> None:

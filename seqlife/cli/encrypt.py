@@ -150,12 +150,17 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     dataset = required(args.dataset, "DATASET")
     reason = required(args.reason, "--reason")
-    shredded = res.data_keys.shred(dataset)
-    res.audit.append("keys.shred", f"dataset:{dataset}", "ok" if shredded else "unchanged",
-                     reason=reason)
-    emit(args, {"dataset": dataset, "shredded": shredded}, lambda: console.print(
-        f"[red]Data key of {dataset} destroyed[/]: every encrypted copy is now unreadable"
-        if shredded else f"{dataset} had no data key left to destroy"))
+    from tasks.encrypt import shred_data_key
+
+    shredded, backups = shred_data_key(res, dataset)
+    res.audit.append("keys.shred", f"dataset:{dataset}",
+                     "ok" if shredded or backups else "unchanged",
+                     reason=f"{reason} (removed from {backups} key-store backup(s))")
+    emit(args, {"dataset": dataset, "shredded": shredded, "key_backups_purged": backups},
+         lambda: console.print(
+             f"[red]Data key of {dataset} destroyed[/] (and in {backups} key-store backup(s)): "
+             "every encrypted copy is now unreadable" if shredded or backups
+             else f"{dataset} had no data key left to destroy"))
     return 0
 
 

@@ -67,6 +67,8 @@ def cmd_share(args: argparse.Namespace, settings: Settings) -> int:
             text += f"\nAPI token (shown once): {result['token']}"
     elif action == "serve":
         return _serve(res, args.host, args.port)
+    elif action == "enclave-run":
+        return _enclave_run(res, required(args.target, "AGREEMENT"), args.command)
     elif action == "export":
         result = share.request_export(res, required(args.target, "AGREEMENT"),
                                       required(args.name, "--name"))
@@ -94,6 +96,24 @@ def cmd_share(args: argparse.Namespace, settings: Settings) -> int:
         raise SystemExit(f"seqlife share: unknown action {action}")
     emit(args, result, lambda: console.print(text))
     return 0
+
+
+def _enclave_run(res: Any, agreement: str, command: list[str]) -> int:
+    """Run one analysis inside the enclave: the extract is in clear only for the command's life."""
+    import os
+    import subprocess
+
+    from tasks import share
+
+    command = command[1:] if command[:1] == ["--"] else command
+    if not command:
+        raise SystemExit("seqlife share enclave-run AGREEMENT -- COMMAND …: name the analysis "
+                         "to run")
+    exports = share.enclave_dir(res, agreement) / "exports"
+    with share.enclave_session(res, agreement) as work:
+        env = {**os.environ, "SEQLIFE_ENCLAVE_DATA": str(work / "extract.parquet"),
+               "SEQLIFE_ENCLAVE_EXPORTS": str(exports)}
+        return subprocess.run(command, cwd=work, env=env, check=False).returncode
 
 
 def _serve(res: Any, host: str, port: int) -> int:
@@ -182,6 +202,9 @@ def register(commands: Commands) -> None:
                     "twice).\nseqlife share deliver AGREEMENT [--recipient PUB --out DIR]: by the "
                     "agreement's tier (file, enclave, api token).\nseqlife share serve "
                     "[--host H --port N]: the controlled API over TLS.\n"
+                    "seqlife share enclave-run AGREEMENT -- COMMAND …: run an analysis in the "
+                    "enclave; $SEQLIFE_ENCLAVE_DATA is the extract (in clear only while it "
+                    "runs), results go to $SEQLIFE_ENCLAVE_EXPORTS.\n"
                     "seqlife share export AGREEMENT --name FILE / "
                     "export-decide EXPORT (--approve|--reject) --reason …: enclave results.\n"
                     "seqlife share publish DATASET --by age,sex: public aggregate, small cells "
@@ -189,7 +212,8 @@ def register(commands: Commands) -> None:
                     "output (6-month follow-up).\nseqlife share blacklist INSTITUTION --reason ….",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     share.add_argument("action", choices=("request", "vote", "decide", "extend", "deliver",
-                                          "serve", "export", "export-decide", "publish",
+                                          "serve", "enclave-run", "export",
+                                          "export-decide", "publish",
                                           "output", "blacklist"))
     share.add_argument("target", nargs="?", help="request file, request id, agreement id, "
                                                  "export id, dataset or institution")
@@ -212,6 +236,8 @@ def register(commands: Commands) -> None:
     share.add_argument("--reason")
     share.add_argument("--by", help="publish: comma-separated columns to count by")
     share.add_argument("--file", help="output: the research output to file (RARE §3.7)")
+    share.add_argument("command", nargs=argparse.REMAINDER,
+                       help="enclave-run: the analysis command, after --")
     share.set_defaults(handler=cmd_share)
 
     trace = commands.add_parser(

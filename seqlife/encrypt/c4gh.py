@@ -128,6 +128,59 @@ def session_keys(packets: Sequence[bytes], secret_key: bytes,
 BATCH = 16  # segments read, sealed and written per call: fewer Python round trips per byte
 
 
+def _seal_batch(seal: Callable[..., Any], plain: memoryview, n: int, out: memoryview) -> int:
+    """Seal up to BATCH segments of ``plain[:n]`` into ``out``; returns the bytes written."""
+    nonces = os.urandom(NONCE_SIZE * BATCH)
+    pos = 0
+    for i, offset in enumerate(range(0, n, SEGMENT_SIZE)):
+        length = min(SEGMENT_SIZE, n - offset)
+        out[pos:pos + NONCE_SIZE] = nonces[i * NONCE_SIZE:(i + 1) * NONCE_SIZE]
+        seal(out[pos:pos + NONCE_SIZE], plain[offset:offset + length], None,
+             out[pos + NONCE_SIZE:pos + NONCE_SIZE + length + TAG_SIZE])
+        pos += NONCE_SIZE + length + TAG_SIZE
+    return pos
+
+
+class SealingWriter:
+    """Crypt4GH encryption fed by writes, for a pass that must read the plaintext for another
+    purpose too: intake validates, hashes and seals each delivered byte in one read. Memory
+    stays at one batch of segments; the ciphertext's SHA-256 is taken as it is written."""
+
+    def __init__(self, dst: BinaryIO, recipients: Sequence[bytes]) -> None:
+        session_key = os.urandom(32)
+        header = make_header(session_key, new_secret_key(), recipients)
+        dst.write(header)
+        self._dst, self._seal = dst, ChaCha20Poly1305(session_key).encrypt_into
+        self._pending = bytearray()
+        self._out = memoryview(bytearray(CIPHER_SEGMENT_SIZE * BATCH))
+        self.cipher_digest = hashlib.sha256(header)
+        self.header_size = len(header)
+        self.size, self.cipher_size = 0, len(header)
+
+    def write(self, data: bytes) -> None:
+        self._pending += data
+        batch = SEGMENT_SIZE * BATCH
+        while len(self._pending) >= batch:
+            chunk = bytes(self._pending[:batch])
+            del self._pending[:batch]
+            self._emit(chunk)
+
+    def close(self) -> Sealed:
+        """Seal what is left (the last, shorter segment); ``Sealed.sha256`` is left to the
+        caller, who hashed the plaintext on its way here."""
+        if self._pending:
+            self._emit(bytes(self._pending))
+            self._pending.clear()
+        return Sealed("", self.size, self.cipher_size, self.header_size)
+
+    def _emit(self, chunk: bytes) -> None:
+        pos = _seal_batch(self._seal, memoryview(chunk), len(chunk), self._out)
+        self._dst.write(self._out[:pos])
+        self.cipher_digest.update(self._out[:pos])
+        self.size += len(chunk)
+        self.cipher_size += pos
+
+
 def encrypt_stream(src: BinaryIO, dst: BinaryIO, recipients: Sequence[bytes], *,
                    sender_secret: bytes | None = None, progress: Progress | None = None,
                    digest: bool = True) -> Sealed:
@@ -151,14 +204,7 @@ def encrypt_stream(src: BinaryIO, dst: BinaryIO, recipients: Sequence[bytes], *,
             break
         if hasher:
             hasher.update(view[:n])
-        nonces = os.urandom(NONCE_SIZE * BATCH)
-        pos = 0
-        for i, offset in enumerate(range(0, n, SEGMENT_SIZE)):
-            length = min(SEGMENT_SIZE, n - offset)
-            out[pos:pos + NONCE_SIZE] = nonces[i * NONCE_SIZE:(i + 1) * NONCE_SIZE]
-            seal(out[pos:pos + NONCE_SIZE], view[offset:offset + length], None,
-                 out[pos + NONCE_SIZE:pos + NONCE_SIZE + length + TAG_SIZE])
-            pos += NONCE_SIZE + length + TAG_SIZE
+        pos = _seal_batch(seal, view, n, out)
         dst.write(out[:pos])
         size += n
         cipher += pos

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import stored_path
 
 from seqlife.exceptions import ClassificationMissing, ClassificationNotApproved, PolicyViolation
 
@@ -103,13 +104,14 @@ def test_an_unknown_header_field_is_approved_only_with_a_steward_override(
     result = classify_flow("cohort-h")
     unknown = [(f["file"], f["field"]) for f in result["fields"] if f["identifier"] == "unknown"
                and f["file"].startswith("seq/")]
-    assert unknown == [(f"seq/{bam.name}", "RG.xx")]  # and nothing else in the cohort
+    stored = stored_path(resources, cohort, f"seq/{bam.name}")  # the sample ID coded
+    assert unknown == [(stored, "RG.xx")]  # and nothing else in the cohort
     policy = load_classify_policy()
-    with pytest.raises(HeaderFieldsUndecided, match=f"--override seq/{bam.name}:RG.xx="):
+    with pytest.raises(HeaderFieldsUndecided, match=f"--override {stored}:RG.xx="):
         approve(resources, "cohort-h", None, [], policy)
     with pytest.raises(ClassificationNotApproved):
         require_approved_classification.fn(resources, "cohort-h", None, "deidentify")
-    decided = Override(f"seq/{bam.name}", "RG.xx", 4, "free_text",
+    decided = Override(stored, "RG.xx", 4, "free_text",
                        "site code; de-identification removes it")
     approve(resources, "cohort-h", None, [decided], policy)
     require_approved_classification.fn(resources, "cohort-h", None, "deidentify")

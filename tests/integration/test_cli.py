@@ -14,9 +14,11 @@ from sqlalchemy import text
 from infra.catalog import make_engine
 
 
-def seqlife(home: Path, *args: str, role: str | None = None) -> subprocess.CompletedProcess[str]:
+def seqlife(home: Path, *args: str, role: str | None = None, **settings: str
+            ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SEQLIFE_", "PREFECT_"))}
     env["SEQLIFE_HOME"] = str(home)
+    env.update({f"SEQLIFE_{name.upper()}": value for name, value in settings.items()})
     if role:
         env["SEQLIFE_ROLE"] = role
     return subprocess.run([sys.executable, "-m", "seqlife.cli", *args], env=env, text=True,
@@ -62,40 +64,88 @@ def test_demo_runs_the_lifecycle_from_an_empty_home(tmp_path: Path) -> None:
     assert_no_identifier_or_key_leaks(home, result.stdout + result.stderr)
 
 
-def assert_no_identifier_or_key_leaks(home: Path, output: str) -> None:
-    """GB/T 39725 §10.1 g, §10.2 a: after the whole demo, no synthetic identifier (record number,
-    name, resident ID, phone, e-mail) and no key material appears in what the run printed, the
-    audit trail, the reports, certificates, GE results, manifests, drill reports, de-identified
-    data or the Prefect database. Raw data is only where raw data belongs: the delivery itself
-    and the DVC lineage copies (workspace, cache, remote ``dvc/``, and their backups)."""
-    import base64
-    import csv
-    import sqlite3
+def test_demo_on_postgres_and_s3_leaves_nothing_in_clear(tmp_path: Path, pg_url: str,
+                                                         s3_endpoint: str,
+                                                         s3_store_url: str) -> None:
+    """Issue 17 on the production settings: after the whole demo every object version in the
+    bucket, every row of the PostgreSQL catalog (as pg_dump writes it) and every file under the
+    home but the intake folder is free of identifiers and raw reads."""
+    import boto3
+    from sweep import bucket_places, findings
 
-    with open(home / "demo" / "cohort" / "clinical.csv", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    needles = {row[c] for row in rows for c in ("mrn", "name", "id_number", "mobile", "email")
-               if len(row[c]) >= 2}
-    identifiers = [n.encode() for n in needles]
+    from seqlife.deidentify.residual import Scanner
+
+    home = tmp_path / "prod"
+    settings = {"db_url": pg_url, "store_url": s3_store_url, "s3_endpoint_url": s3_endpoint}
+    result = seqlife(home, "demo", "--json", **settings)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["audit_ok"] is True
+    assert_no_identifier_or_key_leaks(home, result.stdout + result.stderr, **settings)
+
+    needles = _demo_needles(home)
+    dump = subprocess.run(["pg_dump", "--data-only", pg_url.replace("+psycopg", "")],
+                          capture_output=True, check=True).stdout
+    bucket = s3_store_url.removeprefix("s3://")
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    places = [("pg_dump of the catalog", dump), *bucket_places(client, bucket)]
+    assert len(places) > 50 and b"audit_events" in dump
+    assert findings(places, Scanner.of(needles)) == []
+
+
+def assert_no_identifier_or_key_leaks(home: Path, output: str, **settings: str) -> None:
+    """GB/T 39725 §10.1 c, g, §10.2 a; SEQ §5 (issue 17): after the whole demo, no identifier of
+    any subject (record number, name, resident ID, phone, e-mail, insurance number, street, the
+    lab's sample ID) and no raw read is in clear anywhere under the home but the intake folder —
+    catalog, store (every object version), lineage registry (workspace, git objects, DVC cache
+    and remote), backups, scratch, key store, Prefect database — nor in what the run printed; no
+    key material outside the key store."""
+    import base64
+
+    from sweep import findings, home_places
+
+    from seqlife.deidentify.residual import Scanner
+
+    needles = _demo_needles(home, with_samples=False)
+    # the person at the terminal is told the lab's file name of a refused file; nothing else
+    assert findings([("printed output", output.encode())], Scanner.of(needles)) == []
+    needles = _demo_needles(home)
+    scanner = Scanner.of(needles)
+    places = list(home_places(home, skip=("demo",)))
+    assert findings(places, scanner) == []
+    assert findings([("canary", f"x{sorted(needles)[0]}y".encode())],
+                    scanner)  # the sweep sees what it looks for
+
     keys = [p.read_bytes() for p in (home / "keys").glob("*.key")]
     secrets = [k for key in keys for k in (key, key.hex().encode(), base64.b64encode(key))]
-    audit = sqlite3.connect(home / "catalog.db").execute(
-        "SELECT reason || object || outcome FROM audit_events").fetchall()
-    places = {"printed output": output.encode(),
-              "audit trail": "".join(r[0] for r in audit).encode()}
-    for path in [*(home / "store").rglob("*"), *(home / "prefect").rglob("*"),
-                 *(home / "backups").rglob("*")]:
-        parts = path.relative_to(home).parts
-        if path.is_file() and not any(p.startswith("dvc") for p in parts) and "keys" not in parts:
-            places[str(path.relative_to(home))] = path.read_bytes()
-    leaks = [(where, "identifier") for where, blob in places.items()
-             if any(n in blob for n in identifiers)]
-    leaks += [(where, "key material") for where, blob in places.items()
-              if any(s in blob for s in secrets)]
-    assert leaks == [], leaks
+    exposed = [where for where, blob in places
+               if "keys" not in where.split("/") and any(s in blob for s in secrets)]
+    assert exposed == []
 
+    _lineage_traces_back(home, **settings)
+
+
+def _demo_needles(home: Path, with_samples: bool = True) -> set[str]:
+    """What the demo's delivery identifies its subjects by, and raw reads of its FASTQ files."""
+    import csv
+
+    from sweep import raw_reads
+
+    cohort = home / "demo" / "cohort"
+    with open(cohort / "clinical.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(cohort / "samples.csv", encoding="utf-8") as handle:
+        samples = list(csv.DictReader(handle))
+    needles = {row[c] for row in rows for c in ("mrn", "name", "id_number", "mobile", "email",
+                                                  "insurance_no", "street")}
+    reads = raw_reads(sorted((cohort / "seq").glob("*.fastq.gz")), per_file=50)
+    assert len(needles) > 100 and len(reads) > 100
+    return needles | reads | ({row["sample_id"] for row in samples} if with_samples else set())
+
+
+def _lineage_traces_back(home: Path, **settings: str) -> None:
     # GB/T 39725 §11.3.4.6 b 2: the certified release traces back to the raw files, with hashes
-    traced = seqlife(home, "lineage", "demo-cohort--demo-project@1", "--verify", "--json")
+    traced = seqlife(home, "lineage", "demo-cohort--demo-project@1", "--verify", "--json",
+                     **settings)
     assert traced.returncode == 0, traced.stderr[-2000:]
     lineage = json.loads(traced.stdout)
     assert [s["verb"] for s in lineage["back"]] == ["deidentify", "collect"]
@@ -103,9 +153,9 @@ def assert_no_identifier_or_key_leaks(home: Path, output: str) -> None:
     assert lineage["problems"] == [] and lineage["grade"]["certified"] is True
     raw = {a["path"]: a["sha256"] for a in lineage["back"][1]["outputs"]}
     assert all(raw[a["path"]] == a["sha256"] for a in lineage["back"][0]["inputs"])
-    wrong = seqlife(home, "lineage", "demo-cohort@x")
+    wrong = seqlife(home, "lineage", "demo-cohort@x", **settings)
     assert wrong.returncode != 0 and "DATASET@N" in wrong.stderr
-    readable = seqlife(home, "lineage", "demo-cohort", "--direction", "forward")
+    readable = seqlife(home, "lineage", "demo-cohort", "--direction", "forward", **settings)
     assert readable.returncode == 0 and "raw -> derived" in readable.stdout
 
 

@@ -9,6 +9,7 @@ import gzip
 from pathlib import Path
 
 import pytest
+from conftest import stored_path
 from sqlalchemy import func, select
 
 from infra.catalog import Consent, DataFile, Dataset, DatasetVersion, Subject
@@ -84,7 +85,7 @@ def test_changed_content_adds_a_version_and_keeps_the_old_one(resources, cohort:
         versions = session.scalars(select(DatasetVersion).order_by(DatasetVersion.version)).all()
         old = {f.path: f for f in versions[0].files}
         new = {f.path: f for f in versions[1].files}
-    changed = fastq.relative_to(cohort).as_posix()
+    changed = stored_path(resources, cohort, fastq.relative_to(cohort).as_posix())
     assert old[changed].sha256 != new[changed].sha256
     assert resources.store.head(old[changed].object_key, old[changed].object_version_id)
     unchanged = next(p for p in old if p != changed and p.startswith("seq/"))

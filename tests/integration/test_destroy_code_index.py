@@ -17,7 +17,7 @@ from test_deidentify_flow import approved  # noqa: F401  (fixture)
 
 from infra.backup import Backups, open_backups
 from infra.catalog import Destruction, PatientCodeIndex
-from infra.keystore import code_index_key
+from infra.keystore import code_index_key, date_shift_key, surrogate_key
 from infra.resources import Resources
 from seqlife import certify
 from seqlife.deidentify.errors import CodeIndexDestroyed
@@ -117,6 +117,12 @@ def test_destroying_every_dataset_of_a_project_destroys_its_code_index(
     backups = open_backups(resources.settings)
     assert backups.code_index_remnants(PROJECT) == []
     assert backups.secret_remnants(resources.keys.file_name(code_index_key(PROJECT))) == []
+    # the date-shift secret would turn shifted dates back into true ones: gone too; the
+    # surrogate secret stays so a subject's request still finds the disclosures (HDS §7 g)
+    shift = date_shift_key(PROJECT)
+    assert not resources.keys.has(shift)
+    assert backups.secret_remnants(resources.keys.file_name(shift)) == []
+    assert resources.keys.has(surrogate_key(PROJECT))
     reads = [e.outcome for e in resources.audit.entries()
              if e.action == "deidentify.code_index_read"]
     assert reads[-1] == "refused" and resources.audit.verify().ok

@@ -6,6 +6,7 @@ header-only sharing, rotation and crypto-shredding (GB/T 39725 §10.1 g-h, §11.
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import os
 import shutil
@@ -15,6 +16,7 @@ import pytest
 from crypt4gh import lib as c4gh_lib
 from sqlalchemy import select
 
+from infra.backup import open_backups
 from infra.catalog import DataFile, IntegrityManifest
 from infra.datakeys import DataKeyMissing, LocalMaster, MasterKeyMismatch
 from infra.resources import Resources
@@ -177,25 +179,51 @@ def test_rotation_rewraps_keys_without_touching_payloads(resources: Resources,
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_crypto_shredding_makes_every_copy_and_backup_unreadable(
-        resources: Resources, encrypted: str, tmp_path: Path) -> None:
-    """Destroying the data key destroys every copy: the store, its versions, and a backup of the
-    store restored after the shredding."""
+        resources: Resources, encrypted: str, cohort: Path, tmp_path: Path) -> None:
+    """§10.1 h; §11.7.4.3 a (issue 17): after `seqlife keys shred` no byte of the dataset can be
+    read by any means. Every copy under the home — store versions, the lineage registry's
+    workspace, DVC cache and remote, the backups taken before the shredding, a copy of the store
+    taken aside — is Crypt4GH that no remaining key opens, the key is gone from every key-store
+    backup, and nothing of the delivery is anywhere in clear."""
+    from sweep import findings, home_places, raw_reads
+    from tasks import drill
+    from test_cli import seqlife
+
+    from seqlife.deidentify.residual import Scanner
     from tasks.encrypt import open_data
 
-    backup = tmp_path / "backup-of-store"
-    shutil.copytree(resources.store.root, backup)
-    assert resources.data_keys.shred(encrypted)
+    drill.backup(resources)
+    home = resources.settings.home
+    key_file = resources.data_keys.key_file(encrypted)
+    assert open_backups(resources.settings).key_remnants(key_file)
+    aside = tmp_path / "copy-of-store"
+    shutil.copytree(resources.store.root, aside)
+    shredded = seqlife(home, "keys", "shred", encrypted, "--reason", "use ended", "--json",
+                       role="security_admin")
+    assert shredded.returncode == 0, shredded.stderr[-2000:]
+    assert '"key_backups_purged": 1' in shredded.stdout
+    assert open_backups(resources.settings).key_remnants(key_file) == []
     with pytest.raises(DataKeyMissing, match="crypto-shredding"):
         with open_data(resources, files_of(resources, encrypted)[0]) as stream:
             stream.read()
+
+    places = [p for root in (home, aside) for p in root.rglob("*")
+              if p.is_file() and "keys" not in p.relative_to(root).parts]
+    copies = [p for p in places if p.read_bytes()[:8] == b"crypt4gh"]
+    where = {p.relative_to(home).parts[0] for p in copies if p.is_relative_to(home)}
+    assert {"store", "registry", "backups"} <= where
+    assert len(copies) >= 4 * len(files_of(resources, encrypted))
     keys_left = [resources.data_keys.secret_key(d) for d in resources.data_keys.datasets()]
-    restored = [p for p in backup.rglob("*") if p.is_file() and ".c4gh.versions" in str(p)
-                and not p.name.endswith(".json")]
-    assert restored
-    for copy in restored:
+    for copy in copies:
         for key in keys_left + [c4gh.new_secret_key()]:
             with pytest.raises(c4gh.WrongKey):
                 c4gh.decrypt_stream(io.BytesIO(copy.read_bytes()), None, key)
+    with open(cohort / "clinical.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    needles = {row[c] for row in rows for c in ("mrn", "name", "id_number", "mobile")}
+    needles |= raw_reads(sorted((cohort / "seq").glob("*.fastq.gz")), per_file=20)
+    assert findings([*home_places(home, skip=()), *home_places(aside, skip=())],
+                    Scanner.of(needles)) == []
     assert not resources.data_keys.shred(encrypted)  # idempotent
 
 

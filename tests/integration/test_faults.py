@@ -1,10 +1,11 @@
-"""Faults: the process is killed (SIGKILL) in the middle of collect, encrypt and destroy. Each
+"""Faults: the process is killed (SIGKILL) in the middle of collect (which seals) and destroy. Each
 re-run finishes the job; no partial object is ever registered as complete, no destruction is
 reported before it is true, and the audit trail stays verifiable (GB/T 39725 §11.3.4.5 d,
 §11.3.4.6 a 3; App. F)."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -92,12 +93,20 @@ def test_killed_collect_encrypt_and_destroy_resume_and_never_lie(tmp_path: Path)
     assert first["created"] and first["version"] == 1
     assert_registered_objects_are_complete(home)
 
-    # encrypt: killed while the copies are being written
-    killed = kill_when(home, lambda: len(objects(home, "01_raw/cohort-k/_c4gh")) >= 2,
-                       "encrypt", "cohort-k")
+    # collect of a changed delivery: killed while it seals the new version's files (sealing is
+    # part of intake, so this is where an interrupted encryption can happen)
+    fastq = sorted((cohort / "seq").glob("*.fastq.gz"))[0]
+    fastq.write_bytes(gzip.compress(gzip.decompress(fastq.read_bytes()) * 2))
+    before = len(objects(home, "01_raw"))
+    killed = kill_when(home, lambda: len(objects(home, "01_raw")) > before, "collect",
+                       str(cohort), "--dataset", "cohort-k")
     assert killed
-    assert_registered_objects_are_complete(home)  # plaintext still readable: nothing purged
-    finish(home, "encrypt", "cohort-k")
+    assert catalog_rows(home, "SELECT MAX(version) FROM dataset_versions") == [(1,)]
+    assert_registered_objects_are_complete(home)
+    second = finish(home, "collect", str(cohort), "--dataset", "cohort-k")
+    assert second["created"] and second["version"] == 2
+    verified = finish(home, "encrypt", "cohort-k")  # authenticates every sealed file
+    assert verified["verified"] == verified["already_encrypted"] > 0
     purged = catalog_rows(home, "SELECT COUNT(*), SUM(plaintext_purged) FROM files")[0]
     assert purged[0] == purged[1]
     assert_registered_objects_are_complete(home)

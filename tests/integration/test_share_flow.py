@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -18,6 +20,7 @@ import httpx
 import pandas as pd
 import pytest
 from conftest import as_role
+from crypt4gh.keys import get_public_key
 
 from infra.resources import Resources
 from seqlife.encrypt import c4gh
@@ -85,13 +88,18 @@ def test_request_review_agreement_and_file_delivery(resources: Resources, certif
 
     decided = approve_request(resources, certified, in_favour=4)
     assert decided["approved"] and len(decided["reviewers"]) == 5
-    recipient = c4gh.new_secret_key()
+    # the recipient's own tools: a key pair from crypt4gh-keygen, the reference CLI to decrypt
+    tools = Path(sys.executable).parent
+    subprocess.run([str(tools / "crypt4gh-keygen"), "--sk", str(tmp_path / "r.sec"), "--pk",
+                    str(tmp_path / "r.pub"), "--nocrypt", "-f"], check=True,
+                   capture_output=True, stdin=subprocess.DEVNULL)
     delivered = share.deliver_file(resources, decided["agreement"],
-                                   c4gh.public_key_of(recipient), tmp_path / "out")
-    plain = io.BytesIO()
+                                   get_public_key(str(tmp_path / "r.pub")), tmp_path / "out")
     with open(delivered["out"], "rb") as src:
-        c4gh.decrypt_stream(src, plain, recipient)
-    frame = pd.read_parquet(io.BytesIO(plain.getvalue()))
+        plain = subprocess.run([str(tools / "crypt4gh"), "decrypt", "--sk",
+                                str(tmp_path / "r.sec")], stdin=src, capture_output=True,
+                               check=True).stdout
+    frame = pd.read_parquet(io.BytesIO(plain))
     assert list(frame.columns) == ["subject", *VARIABLES]  # minimum necessary
     assert len(frame) == delivered["records"] > 0
     actions = [(e.action, e.outcome) for e in resources.audit.entries()]
@@ -306,20 +314,40 @@ def test_enclave_exports_need_committee_approval(resources: Resources, certified
     decided = approve_request(resources, certified, tier="enclave")
     opened = share.open_enclave(resources, decided["agreement"])
     root = Path(opened["enclave"])
-    frame = pd.read_parquet(root / "data" / "extract.parquet")
-    (root / "exports" / "means.csv").write_text(
-        frame[["lab_hemoglobin_g_l"]].mean().to_csv())
+    assert [p.name for p in (root / "data").iterdir()] == [share.ENCLAVE_EXTRACT]
+    with share.enclave_session(resources, decided["agreement"]) as work:
+        frame = pd.read_parquet(work / "extract.parquet")
+        means = frame[["lab_hemoglobin_g_l"]].mean().to_csv()
+    assert not work.exists()  # the clear extract lived only for the session
+    assert frame["subject"].nunique() > 0
+    (root / "exports" / "means.csv").write_text(means)
     pending = share.request_export(resources, decided["agreement"], "means.csv")
+    assert not (root / "exports" / "means.csv").exists()  # archived sealed, nothing left in clear
     with pytest.raises(rules.ShareError):
-        share.request_export(resources, decided["agreement"], "../data/extract.parquet")
+        share.request_export(resources, decided["agreement"], "../data/" + share.ENCLAVE_EXTRACT)
     with pytest.raises(PolicyViolation):
         share.decide_export(resources, pending["export"], True, "fine")
     released = share.decide_export(as_role(resources, "committee"), pending["export"], True,
                                    "aggregate means only", tmp_path / "released")
-    assert Path(released["released"]).read_bytes() == (root / "exports" / "means.csv").read_bytes()
+    assert Path(released["released"]).read_text() == means
     actions = [(e.action, e.outcome) for e in resources.audit.entries()]
-    assert ("share.export_request", "pending") in actions
-    assert ("share.export_decide", "approved") in actions
+    for step in [("share.export_request", "pending"), ("share.export_decide", "approved"),
+                 ("share.enclave_session", "opened"), ("share.enclave_session", "closed")]:
+        assert step in actions
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_enclave_session_is_refused_after_the_agreement_ends(resources: Resources,
+                                                             certified: str) -> None:
+    """App. C art. 15: once the use period is over the enclave cannot be read any more."""
+    from tasks import share
+
+    decided = approve_request(resources, certified, tier="enclave")
+    share.open_enclave(resources, decided["agreement"])
+    after = date.fromisoformat(decided["ends"]) + timedelta(days=1)
+    with pytest.raises(rules.AgreementError):
+        with share.enclave_session(resources, decided["agreement"], today=after):
+            pass
 
 
 def test_public_aggregate_suppresses_small_cells_and_gets_a_uri(resources: Resources,

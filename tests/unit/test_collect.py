@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from seqlife import collect
@@ -345,3 +345,42 @@ def test_conform_parses_text_as_declared_types_and_normalises_codes() -> None:
         collect.conform(bad, collect.ColumnMap("clinical", columns), CLINICAL, "c.csv",
                         date_parser())
     assert "13812345678" not in caught.value.message
+
+
+_SAMPLE_IDS = st.from_regex(r"[A-Z]{2,4}-?[0-9]{4,8}", fullmatch=True)
+
+
+@given(sample_id=_SAMPLE_IDS, mrn=st.from_regex(r"[A-Z]{0,2}[0-9]{6,10}", fullmatch=True),
+       lane=st.integers(1, 8), lower=st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_stored_names_carry_codes_not_sample_ids_or_record_numbers(
+        sample_id: str, mrn: str, lane: int, lower: bool) -> None:
+    """SEQ §5; GB/T 39725 §10.1 c (issue 17): a delivered path keeps its folders, lane, read
+    and extension, and loses every sample ID and record number it holds, in any letter case."""
+    assume(sample_id not in mrn and mrn not in sample_id)
+    secret = b"k" * 32
+    codes = {sample_id: collect.sample_code(secret, sample_id),
+             mrn: collect.subject_surrogate(secret, mrn)}
+    name = f"{sample_id}_{mrn}_S1_L00{lane}_R2_001.fastq.gz"
+    path = f"run7/{mrn}/{name.lower() if lower else name}"
+    coded = collect.coded_path(path, codes)
+    assert sample_id.lower() not in coded.lower() and mrn.lower() not in coded.lower()
+    assert coded.startswith("run7/S-")
+    assert coded.lower().endswith(f"_s1_l00{lane}_r2_001.fastq.gz")
+    assert codes[sample_id] in coded and coded.count(codes[mrn]) == 2
+
+
+def test_a_sample_id_inside_another_is_coded_whole() -> None:
+    """Longest first: SMP12 is not coded as SMP1 followed by '2'."""
+    codes = {"SMP1": "S-one", "SMP12": "S-twelve"}
+    assert collect.coded_path("seq/SMP12.bam;seq/SMP1.bam", codes) == \
+        "seq/S-twelve.bam;seq/S-one.bam"
+    assert collect.coded_path("seq/x.bam", {}) == "seq/x.bam"
+
+
+def test_a_refusal_is_recorded_with_codes_and_told_with_the_lab_name() -> None:
+    """The person at the terminal reads the delivered name; the audit trail and the
+    orchestrator's run history (``str``) get the coded one."""
+    refused = CollectError("seq/LAB7731.bam: not a valid BAM file", path="seq/LAB7731.bam")
+    refused.record_as(collect.coded_path(refused.message, {"LAB7731": "S-abc"}))
+    assert refused.message.startswith("seq/LAB7731.bam") and str(refused).startswith("seq/S-abc")

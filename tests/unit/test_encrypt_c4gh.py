@@ -54,6 +54,33 @@ def test_round_trip_any_size_and_reference_library_reads_it(size: int) -> None:
     assert reference.getvalue() == data
 
 
+@given(size=st.sampled_from([0, 1, SEGMENT_SIZE - 1, SEGMENT_SIZE, 16 * SEGMENT_SIZE,
+                              16 * SEGMENT_SIZE + 1, 40 * SEGMENT_SIZE + 7]),
+       pieces=st.lists(st.integers(1, 200_000), min_size=1, max_size=8))
+@settings(max_examples=40, deadline=None)
+def test_sealing_fed_by_writes_is_a_standard_file(size: int, pieces: list[int]) -> None:
+    """Intake seals in the validating read (issue 17): whatever sizes the writes come in, the
+    GA4GH reference library decrypts the result byte for byte, and the recorded sizes and
+    ciphertext digest are the file's."""
+    import hashlib
+
+    secret = c4gh.new_secret_key()
+    data = os.urandom(size)
+    blob = io.BytesIO()
+    writer = c4gh.SealingWriter(blob, [c4gh.public_key_of(secret)])
+    offset, turn = 0, 0
+    while offset < size:
+        step = pieces[turn % len(pieces)]
+        writer.write(data[offset:offset + step])
+        offset, turn = offset + step, turn + 1
+    sealed = writer.close()
+    assert sealed.size == size and sealed.cipher_size == len(blob.getvalue())
+    assert writer.cipher_digest.hexdigest() == hashlib.sha256(blob.getvalue()).hexdigest()
+    reference = io.BytesIO()
+    c4gh_lib.decrypt([(0, secret, None)], io.BytesIO(blob.getvalue()), reference)
+    assert reference.getvalue() == data
+
+
 def test_we_read_what_the_reference_library_writes() -> None:
     secret, public = keypair()
     data = os.urandom(3 * SEGMENT_SIZE + 17)
