@@ -44,10 +44,11 @@ def run_collect(res: Resources, source: str, dataset: str, scenario: str, owner:
                                           for path in delivery.references))
         with t.new_workdir(res) as workdir:
             seal = (res.data_keys.public_key(dataset), workdir)  # FASTQ: sealed as validated
-            checked = [one for batch in t.check_sequencing_files.map(
+            futures = t.check_sequencing_files.map(
                 unmapped(str(delivery.source)), batches(plan.files), unmapped(policy),
-                unmapped(codes), unmapped(str(references)), unmapped(seal)).result()
-                for one in batch]
+                unmapped(codes), unmapped(str(references)), unmapped(seal))
+            futures.wait()  # every batch has stopped writing to the workdir before a refusal
+            checked = [one for batch in futures.result() for one in batch]
             checks = [check for check, _ in checked]
             presealed = {check.path: sealed for check, sealed in checked if sealed is not None}
             sequencing = [(coded_path(planned.path, codes), delivery.source / planned.path,

@@ -46,7 +46,7 @@ from seqlife import certify
 from seqlife import destroy as rules
 from seqlife.exceptions import ObjectNotFound
 from tasks.encrypt import shred_data_key
-from tasks.share import agreement_key, follow_up, partial_of
+from tasks.share import agreement_key, enclave_sessions_left, follow_up, partial_of
 
 CERTIFICATES = "destruction"
 
@@ -161,7 +161,11 @@ def _agreement_steps(res: Resources, agreement_id: str, p: dict) -> dict[str, Ca
     def enclave() -> str:
         path = res.settings.home / "enclaves" / agreement_id
         shutil.rmtree(path, ignore_errors=True)
-        return "enclave working area removed" if p["enclave"] else "no enclave"
+        stale = enclave_sessions_left(agreement_id)  # a session killed before its cleanup
+        for folder in stale:
+            shutil.rmtree(folder, ignore_errors=True)
+        return ("enclave working area removed" if p["enclave"] else "no enclave") + (
+            f"; {len(stale)} interrupted analysis session folder(s) removed" if stale else "")
 
     def delivered() -> str:
         removed = 0
@@ -270,13 +274,14 @@ def _verify(res: Resources, kind: str, target: str, p: dict) -> tuple[list[str],
                  if Path(f).exists()]
         if (res.settings.home / "enclaves" / target).exists():
             left.append("enclave working area")
+        left += ["an analysis session's clear extract" for _ in enclave_sessions_left(target)]
         with res.sessions() as session:
             if session.scalars(select(ApiToken).where(ApiToken.agreement_id == target,
                                                       ApiToken.revoked_at.is_(None))).first():
                 left.append("an API token is still valid")
         key = agreement_key(target)
         checked += ["store versions and delete markers", "backups", "enclave area",
-                    "delivered files", "API tokens"]
+                    "interrupted enclave sessions", "delivered files", "API tokens"]
     else:
         for prefix in p["prefixes"]:
             left += [f"store: {k}" for k in res.store.remnants(prefix)]

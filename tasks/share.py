@@ -542,10 +542,20 @@ def open_enclave(res: Resources, agreement_id: str, today: date | None = None) -
     return {"delivery": delivery, "enclave": str(root), "records": len(frame)}
 
 
-def _private_tmp() -> str | None:
+def _private_tmp() -> str:
     """Memory-backed when the host has it, so a session's clear text never reaches a disk."""
     shm = Path("/dev/shm")
-    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else tempfile.gettempdir()
+
+
+def _session_prefix(agreement_id: str) -> str:
+    return f"seqlife-enclave-{agreement_id}-"
+
+
+def enclave_sessions_left(agreement_id: str) -> list[Path]:
+    """Session folders of an agreement still present: a session killed before it could remove
+    its clear extract. The agreement's destruction removes them."""
+    return sorted(Path(_private_tmp()).glob(_session_prefix(agreement_id) + "*"))
 
 
 @contextlib.contextmanager
@@ -563,7 +573,8 @@ def enclave_session(res: Resources, agreement_id: str, today: date | None = None
                                "deliver` first.")
     secret = res.data_keys.secret_key(agreement_key(agreement_id))
     obj = f"agreement:{agreement_id}"
-    with tempfile.TemporaryDirectory(prefix="seqlife-enclave-", dir=_private_tmp()) as work:
+    with tempfile.TemporaryDirectory(prefix=_session_prefix(agreement_id),
+                                     dir=_private_tmp()) as work:
         os.chmod(work, 0o700)
         with open(sealed, "rb") as src, open(Path(work) / "extract.parquet", "wb") as dst:
             plain = c4gh.decrypt_stream(src, dst, secret)

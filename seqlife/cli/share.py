@@ -68,7 +68,7 @@ def cmd_share(args: argparse.Namespace, settings: Settings) -> int:
     elif action == "serve":
         return _serve(res, args.host, args.port)
     elif action == "enclave-run":
-        return _enclave_run(res, required(args.target, "AGREEMENT"), args.command)
+        return _enclave_run(res, required(args.target, "AGREEMENT"), args.analysis)
     elif action == "export":
         result = share.request_export(res, required(args.target, "AGREEMENT"),
                                       required(args.name, "--name"))
@@ -105,7 +105,6 @@ def _enclave_run(res: Any, agreement: str, command: list[str]) -> int:
 
     from tasks import share
 
-    command = command[1:] if command[:1] == ["--"] else command
     if not command:
         raise SystemExit("seqlife share enclave-run AGREEMENT -- COMMAND …: name the analysis "
                          "to run")
@@ -236,7 +235,7 @@ def register(commands: Commands) -> None:
     share.add_argument("--reason")
     share.add_argument("--by", help="publish: comma-separated columns to count by")
     share.add_argument("--file", help="output: the research output to file (RARE §3.7)")
-    share.add_argument("command", nargs=argparse.REMAINDER,
+    share.add_argument("analysis", nargs="*",
                        help="enclave-run: the analysis command, after --")
     share.set_defaults(handler=cmd_share)
 

@@ -5,6 +5,11 @@ cannot read destroyed data, the emergency drill and the retention review (GB/T 3
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -36,6 +41,17 @@ def test_sweep_destroys_an_ended_agreement_everywhere_with_a_certificate(
     agreement = decided["agreement"]
     opened = share.open_enclave(resources, agreement)
     (Path(opened["enclave"]) / "exports" / "result.csv").write_text("mean,1.0\n")
+    # an analysis killed mid-session leaves its clear extract in the memory-backed folder
+    session = subprocess.Popen([sys.executable, "-m", "seqlife.cli", "share", "enclave-run",
+                                agreement, "--", "sleep", "120"], start_new_session=True,
+                               env={**os.environ, "SEQLIFE_ROLE": "requester"})
+    deadline = time.monotonic() + 120
+    while not share.enclave_sessions_left(agreement) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = share.enclave_sessions_left(agreement)
+    os.killpg(session.pid, signal.SIGKILL)
+    session.wait()
+    assert left and (left[0] / "extract.parquet").exists()
     share.request_export(resources, agreement, "result.csv")
     share.issue_token(resources, agreement)
     drill.backup(resources)
@@ -51,6 +67,7 @@ def test_sweep_destroys_an_ended_agreement_everywhere_with_a_certificate(
     assert resources.store.remnants(f"enclave/{agreement}/") == []
     assert backups.remnants(f"enclave/{agreement}/") == [] and backups.key_remnants(key_file) == []
     assert not Path(opened["enclave"]).exists()
+    assert share.enclave_sessions_left(agreement) == [] and not left[0].exists()
     with resources.sessions() as session:
         assert all(t.revoked_at for t in session.scalars(select(ApiToken)))
         row = session.scalar(select(Destruction))
