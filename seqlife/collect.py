@@ -8,12 +8,15 @@ here, as plain functions; storing and registering is the task layer's job.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import hmac
 import json
 import math
+import queue
 import re
+import threading
 import zlib
 from dataclasses import dataclass, field
 from datetime import date
@@ -25,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pysam
 import yaml
+from isal import igzip, isal_zlib
 
 from seqlife.exceptions import (
     CollectError,
@@ -96,13 +100,23 @@ class _HashingReader:
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
+        self._seen(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        """ISA-L's inflater fills its own buffer (no copy per read)."""
+        count = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        with memoryview(buffer) as view:
+            self._seen(view[:count])
+        return count
+
+    def _seen(self, data: bytes | memoryview) -> None:
         self.digest.update(data)
         self.size += len(data)
         if self.sink is not None and data:
             self.sink(data)
         if self.progress and data:
             self.progress(len(data))
-        return data
 
 
 def hash_file(path: Path, progress: Progress | None = None) -> tuple[str, int]:
@@ -191,10 +205,63 @@ class FastqBlocks:
         return lines
 
 
+class Prefetched:
+    """Blocks of ``stream`` read on a second thread while the caller parses the ones before:
+    inflating (ISA-L), hashing (hashlib) and sealing (OpenSSL) release the GIL, so the second
+    core does them while the first parses. At most ``depth`` blocks wait in memory; an error on
+    the reading thread is raised by the next :meth:`read`."""
+
+    def __init__(self, stream: BinaryIO, block_size: int, depth: int = 3) -> None:
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._fill, args=(stream, block_size),
+                                        name="seqlife-prefetch", daemon=True)
+        self._thread.start()
+
+    def _fill(self, stream: BinaryIO, block_size: int) -> None:
+        try:
+            while not self._stop.is_set():
+                block = stream.read(block_size)
+                self._put(block)
+                if not block:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread as is
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, _size: int = -1) -> bytes:
+        if self._ended:
+            return b""
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        self._ended = not item
+        return item
+
+    def close(self) -> None:
+        """Stop the reading thread (it may be blocked on a full queue) and wait for it, so the
+        file under it can be closed."""
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._queue.get_nowait()
+            self._thread.join(0.05)
+
+
 def check_fastq(path: Path, label: str, progress: Progress | None = None,
                 max_ratio: float = 0.0, max_bytes: int = 1 << 62,
                 sink: Callable[[bytes], None] | None = None) -> FileCheck:
-    """Parse every record of a FASTQ (plain or gzip, multi-member) while hashing the file.
+    """Parse every record of a FASTQ (plain or gzip, multi-member; inflated with ISA-L) while
+    hashing the file.
 
     With ``max_ratio``, a gzip stream that inflates to more than that many times the bytes read
     so far (past the first MiB) is refused: a decompression bomb never reaches the parser's end.
@@ -204,8 +271,9 @@ def check_fastq(path: Path, label: str, progress: Progress | None = None,
         hashing = _HashingReader(raw, progress, sink)
         is_gzip = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
-        stream: BinaryIO = gzip.GzipFile(fileobj=hashing, mode="rb") if is_gzip else hashing  # type: ignore[assignment]
-        records, blocks, inflated, names = 0, FastqBlocks(stream), 0, ()
+        stream: BinaryIO = igzip.IGzipFile(fileobj=hashing, mode="rb") if is_gzip else hashing  # type: ignore[assignment]
+        prefetched = Prefetched(stream, FASTQ_BLOCK)
+        records, blocks, inflated, names = 0, FastqBlocks(prefetched), 0, ()  # type: ignore[arg-type]
         try:
             for lines in blocks:
                 if len(blocks.carry) > FASTQ_MAX_RECORD:
@@ -225,8 +293,10 @@ def check_fastq(path: Path, label: str, progress: Progress | None = None,
                                         f"times its compressed size or past {max_bytes >> 30} GiB"
                                         " (a decompression bomb?); ask the lab for the original "
                                         "file")
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        except (EOFError, gzip.BadGzipFile, zlib.error, isal_zlib.error) as exc:
             raise MalformedFile(label, "FASTQ", "compressed stream is truncated or corrupt") from exc
+        finally:
+            prefetched.close()
         tail = blocks.tail()
         if len(tail) % 4:
             raise MalformedFile(label, "FASTQ", f"file ends inside record {records + 1} (truncated)")

@@ -384,3 +384,33 @@ def test_a_refusal_is_recorded_with_codes_and_told_with_the_lab_name() -> None:
     refused = CollectError("seq/LAB7731.bam: not a valid BAM file", path="seq/LAB7731.bam")
     refused.record_as(collect.coded_path(refused.message, {"LAB7731": "S-abc"}))
     assert refused.message.startswith("seq/LAB7731.bam") and str(refused).startswith("seq/S-abc")
+
+
+def test_prefetched_blocks_arrive_in_order_and_errors_reach_the_reader() -> None:
+    """The reading thread of FASTQ intake (issue 18): blocks in order, then end of stream; an
+    error while inflating is raised to the parser; close() stops a thread blocked on a full
+    queue, so the file under it can be closed."""
+    import io
+    import threading
+
+    data = bytes(range(256)) * 1000
+    reader = collect.Prefetched(io.BytesIO(data), 1000, depth=2)
+    assert b"".join(iter(lambda: reader.read(), b"")) == data and reader.read() == b""
+    reader.close()
+
+    class Failing(io.BytesIO):
+        def read(self, size: int = -1) -> bytes:
+            if self.tell() >= 3000:
+                raise EOFError("compressed stream ended early")
+            return super().read(size)
+
+    broken = collect.Prefetched(Failing(data), 1000)
+    with pytest.raises(EOFError):
+        while broken.read():
+            pass
+    broken.close()
+
+    stalled = collect.Prefetched(io.BytesIO(data), 10, depth=1)  # never read: the queue fills
+    stalled.read()
+    stalled.close()
+    assert not any(t.name == "seqlife-prefetch" and t.is_alive() for t in threading.enumerate())
