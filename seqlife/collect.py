@@ -187,9 +187,11 @@ class FastqBlocks:
     def __init__(self, stream: BinaryIO, block_size: int | None = None) -> None:
         self.stream, self.block_size = stream, block_size or FASTQ_BLOCK
         self.carry = b""
+        self.consumed = 0  # bytes of the stream read so far (decompressed)
 
     def __iter__(self) -> Iterator[list[bytes]]:
         while block := self.stream.read(self.block_size):
+            self.consumed += len(block)
             lines = (self.carry + block).split(b"\n")
             self.carry = lines.pop()
             complete = len(lines) - len(lines) % 4
@@ -273,7 +275,7 @@ def check_fastq(path: Path, label: str, progress: Progress | None = None,
         raw.seek(0)
         stream: BinaryIO = igzip.IGzipFile(fileobj=hashing, mode="rb") if is_gzip else hashing  # type: ignore[assignment]
         prefetched = Prefetched(stream, FASTQ_BLOCK)
-        records, blocks, inflated, names = 0, FastqBlocks(prefetched), 0, ()  # type: ignore[arg-type]
+        records, blocks, names = 0, FastqBlocks(prefetched), ()  # type: ignore[arg-type]
         try:
             for lines in blocks:
                 if len(blocks.carry) > FASTQ_MAX_RECORD:
@@ -286,7 +288,7 @@ def check_fastq(path: Path, label: str, progress: Progress | None = None,
                                   for h in lines[0:400:4] if len(h) > 1)
                 _check_fastq_lines(lines, label, records)
                 records += len(lines) // 4
-                inflated += sum(map(len, lines)) + len(lines)
+                inflated = blocks.consumed
                 if is_gzip and (inflated > max_bytes or (
                         max_ratio and inflated > max_ratio * max(hashing.size, 1 << 20))):
                     raise MalformedFile(label, "FASTQ", f"it inflates to more than {max_ratio:g} "

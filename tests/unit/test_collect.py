@@ -414,3 +414,20 @@ def test_prefetched_blocks_arrive_in_order_and_errors_reach_the_reader() -> None
     stalled.read()
     stalled.close()
     assert not any(t.name == "seqlife-prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_fastq_bomb_is_refused_before_the_parser_reaches_its_end(tmp_path: Path) -> None:
+    """SEQ §5 intake bound, read from the policy: a FASTQ.gz inflating past
+    ``max_decompression_ratio`` times what was read (past the first MiB) or past
+    ``max_decompressed_gib`` is refused; an ordinary file under the same bounds passes."""
+    ratio = float(POLICY["max_decompression_ratio"])
+    record = b"@r\n" + b"A" * 150 + b"\n+\n" + b"I" * 150 + b"\n"
+    bomb = tmp_path / "bomb.fastq.gz"
+    bomb.write_bytes(gzip.compress(record * int(ratio * 4 * (1 << 20) / len(record)), 9))
+    with pytest.raises(MalformedFile, match="decompression bomb"):
+        collect.check_fastq(bomb, "seq/bomb.fastq.gz", max_ratio=ratio)
+    with pytest.raises(MalformedFile, match="decompression bomb"):
+        collect.check_fastq(bomb, "seq/bomb.fastq.gz", max_bytes=1 << 20)
+    fine = tmp_path / "fine.fastq.gz"
+    fine.write_bytes(gzip.compress(record * 1000))
+    assert collect.check_fastq(fine, "f", max_ratio=ratio).records == 1000
