@@ -16,7 +16,7 @@ from expectations import deidentified
 from flows import on_cluster
 from infra.keystore import surrogate_key
 from infra.resources import Resources, build_resources
-from seqlife.collect import subject_surrogate
+from seqlife.collect import sample_code, subject_surrogate
 from seqlife.deidentify.report import allele_frequency_summary, cohort_summary
 from seqlife.deidentify.files import output_names
 from seqlife.deidentify.report import summary_columns, table_report
@@ -52,7 +52,7 @@ def run_deidentify(res: Resources, dataset: str, project: str, version: int | No
             f"{t.ZONE}/{name}/_quality/refused-{run_id or uuid.uuid4()}.html")
         secret = res.keys.secret(surrogate_key(project))
         sample_map = {mrn: subject_surrogate(secret, mrn) for mrn in samples["mrn"]}
-        name_map = {sid: subject_surrogate(secret, f"sample:{sid}") for sid in samples["sample_id"]}
+        name_map = {sid: sample_code(secret, sid) for sid in samples["sample_id"]}
         subject_of = dict(zip(samples["sample_id"], samples["mrn"]))
         with tempfile.TemporaryDirectory(dir=res.scratch(), prefix="deidentify-") as workdir:
             work = Path(workdir)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 from prefect import task
@@ -129,26 +128,27 @@ def check_sequencing_file(source: str, planned: collect.PlannedFile, policy: Pol
     FASTQ is also sealed as Crypt4GH in the same read — validated, hashed and encrypted byte by
     byte once; other formats are sealed when stored."""
     path = Path(source) / planned.path
-    sealed = None
-    with contextlib.ExitStack() as stack:
-        writer = None
-        if seal is not None:
-            public_key, scratch = seal
-            target = Path(scratch) / f"{hashlib.sha256(planned.path.encode()).hexdigest()[:16]}.c4gh"
-            writer = c4gh.SealingWriter(stack.enter_context(open(target, "wb")), [public_key])
-        check = collect.check_sequencing_file(
+
+    def check_with(sink: Callable[[bytes], None] | None) -> collect.FileCheck:
+        return collect.check_sequencing_file(
             path, planned.path, policy["sequencing_formats"],
             max_ratio=float(policy["max_decompression_ratio"]),
             max_bytes=int(policy["max_decompressed_gib"]) << 30, column=planned.role,
-            references=Path(references) if references else None,
-            sink=writer.write if writer is not None else None)
-        if writer is not None and check.format == "fastq":
+            references=Path(references) if references else None, sink=sink)
+
+    sealed = None
+    if seal is not None and collect.sniff_format(path, planned.path) == "fastq":
+        public_key, scratch = seal
+        target = encrypt.scratch_copy(Path(scratch), planned.path)
+        with open(target, "wb") as out:
+            writer = c4gh.SealingWriter(out, [public_key])
+            check = check_with(writer.write)
             done = writer.close()
-            sealed = encrypt.SealedFile(planned.path, check.sha256, done.size, target,
-                                        writer.cipher_digest.hexdigest(), done.cipher_size,
-                                        done.header_size)
-    if seal is not None and sealed is None:
-        target.unlink()
+        sealed = encrypt.SealedFile(planned.path, check.sha256, done.size, target,
+                                    writer.cipher_digest.hexdigest(), done.cipher_size,
+                                    done.header_size)
+    else:
+        check = check_with(None)
     collect.check_inner_sample(check, planned, others)
     return check, sealed
 

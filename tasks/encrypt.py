@@ -125,11 +125,16 @@ class SealedFile:
     header_size: int
 
 
+def scratch_copy(scratch: Path, path: str) -> Path:
+    """Where the sealed copy of the dataset file ``path`` waits in ``scratch`` to be stored."""
+    return scratch / f"{hashlib.sha256(path.encode()).hexdigest()[:16]}.c4gh"
+
+
 def seal(res: Resources, dataset: str, path: str, source: Path, scratch: Path,
          expected_sha256: str | None = None) -> SealedFile:
     """Encrypt ``source`` for ``dataset``'s data key into ``scratch`` (one streaming pass, the
     plaintext SHA-256 computed alongside; a second pass hashes the ciphertext)."""
-    target = scratch / f"{hashlib.sha256(path.encode()).hexdigest()[:16]}.c4gh"
+    target = scratch_copy(scratch, path)
     with open(source, "rb") as src, open(target, "wb") as dst:
         sealed = c4gh.encrypt_stream(src, dst, [res.data_keys.public_key(dataset)])
     if expected_sha256 is not None and sealed.sha256 != expected_sha256:

@@ -372,11 +372,7 @@ def deliver_file(res: Resources, agreement_id: str, recipient_public: bytes, out
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{agreement_id}-extract.parquet.c4gh"
     partial = partial_of(target)
-    buffer = io.BytesIO()  # the clear extract never touches a disk
-    frame.to_parquet(buffer, index=False)
-    buffer.seek(0)
-    with open(partial, "wb") as dst:
-        sealed = c4gh.encrypt_stream(buffer, dst, [recipient_public])
+    sealed = _seal_frame(frame, partial, recipient_public)
     files = [{"name": target.name, "sha256": sealed.sha256, "size": sealed.size,
               "cipher_size": sealed.cipher_size}]
     # recorded before it takes its final name: a crash never leaves a finished, unrecorded copy
@@ -384,6 +380,16 @@ def deliver_file(res: Resources, agreement_id: str, recipient_public: bytes, out
     os.replace(partial, target)
     return {"delivery": delivery, "out": str(target), "records": len(frame),
             "subjects": int(frame[SUBJECT_COLUMN].nunique())}
+
+
+def _seal_frame(frame: pd.DataFrame, target: Path, recipient: bytes) -> c4gh.Sealed:
+    """An extract written as Parquet and sealed as Crypt4GH for ``recipient``; the clear Parquet
+    is built in memory and never touches a disk."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    buffer.seek(0)
+    with open(target, "wb") as dst:
+        return c4gh.encrypt_stream(buffer, dst, [recipient])
 
 
 def partial_of(target: Path) -> Path:
@@ -528,12 +534,8 @@ def open_enclave(res: Resources, agreement_id: str, today: date | None = None) -
     (root / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
     (root / "exports").mkdir(exist_ok=True, mode=0o700)
     target = root / "data" / ENCLAVE_EXTRACT
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    buffer.seek(0)
-    with open(partial_of(target), "wb") as dst:
-        sealed = c4gh.encrypt_stream(buffer, dst, [res.data_keys.public_key(
-            agreement_key(agreement_id))])
+    sealed = _seal_frame(frame, partial_of(target),
+                         res.data_keys.public_key(agreement_key(agreement_id)))
     delivery = record_delivery(res, agreement_id, "enclave", meta, frame,
                                [{"name": target.name, "sha256": sealed.sha256,
                                  "size": sealed.size, "cipher_size": sealed.cipher_size}],
